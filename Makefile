@@ -1,0 +1,82 @@
+# firn: developer and CI entry points. CI runs .ci/run, which runs `make test`.
+#
+# Everything installed or built lives under $(FIRN_CACHE), outside the clone, and is reused:
+#   $(FIRN_CACHE)/target   cargo target dir      $(FIRN_CACHE)/venv   Python test venv
+#   $(FIRN_CACHE)/pg       test PostgreSQL (or /tmp/firn-pg-$$UID when $$HOME is private)
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+
+FIRN_CACHE ?= $(HOME)/.cache/firn
+CARGO_TARGET_DIR ?= $(FIRN_CACHE)/target
+export FIRN_CACHE CARGO_TARGET_DIR
+
+PYTHON_ENV := tests/scripts/python-env.sh
+POSTGRES := tests/scripts/postgres.sh
+VENV_PYTHON := $(FIRN_CACHE)/venv/bin/python
+
+NEXTEST_ARGS ?=
+PYTEST_ARGS ?= -q -p no:cacheprovider
+
+# What Rust tests (and pytest) get. The URL is read from the script so there is one source of truth.
+TEST_ENV = FIRN_TEST_PYTHON=$(VENV_PYTHON) \
+	FIRN_TEST_READER=$(CURDIR)/tests/python/firn_read.py \
+	FIRN_TEST_POSTGRES_URL=$$($(POSTGRES) url)
+
+NEXTEST = cargo nextest run --workspace --no-fail-fast --config-file tests/nextest.toml $(NEXTEST_ARGS)
+PYTEST = $(VENV_PYTHON) -m pytest $(PYTEST_ARGS) tests/python
+
+.PHONY: build demo test test-deps test-rust test-python lint fmt clean-cache pg-stop
+
+build:
+	@echo "==> cargo build --workspace --all-targets (target: $(CARGO_TARGET_DIR))"
+	cargo build --workspace --all-targets
+
+demo:
+	@echo "==> cargo build -p firn-ingest --bin firn"
+	cargo build -p firn-ingest --bin firn
+	@echo "==> firn demo"
+	$(CARGO_TARGET_DIR)/debug/firn demo
+
+test-deps:
+	@echo "==> python test env ($(FIRN_CACHE)/venv)"
+	@$(PYTHON_ENV) >/dev/null
+	@echo "==> test postgres ($$($(POSTGRES) url))"
+	@$(POSTGRES) start
+
+# Runs both suites even when the first fails, and fails if either did.
+test: test-deps
+	@status=0; \
+	echo "==> cargo nextest run --workspace (a cold build takes a long while)"; \
+	$(TEST_ENV) $(NEXTEST) || status=1; \
+	echo "==> pytest tests/python"; \
+	$(TEST_ENV) $(PYTEST) || status=1; \
+	if [ $$status -ne 0 ]; then echo "==> make test: FAILED (see above)"; fi; \
+	exit $$status
+
+test-rust: test-deps
+	@echo "==> cargo nextest run --workspace"
+	$(TEST_ENV) $(NEXTEST)
+
+test-python: test-deps
+	@echo "==> pytest tests/python"
+	$(TEST_ENV) $(PYTEST)
+
+lint:
+	@echo "==> cargo fmt --check"
+	cargo fmt --all -- --check
+	@echo "==> cargo clippy -D warnings"
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+pg-stop:
+	@$(POSTGRES) stop
+
+clean-cache:
+	@echo "==> stopping test postgres and removing $(FIRN_CACHE)"
+	@$(POSTGRES) destroy
+	@case "$(FIRN_CACHE)" in ""|/) echo "refusing to remove FIRN_CACHE='$(FIRN_CACHE)'"; exit 1;; esac
+	rm -rf "$(FIRN_CACHE)"
