@@ -14,6 +14,7 @@ export FIRN_CACHE CARGO_TARGET_DIR
 
 PYTHON_ENV := tests/scripts/python-env.sh
 POSTGRES := tests/scripts/postgres.sh
+MOTO := tests/scripts/moto.sh
 VENV_PYTHON := $(FIRN_CACHE)/venv/bin/python
 
 NEXTEST_ARGS ?=
@@ -22,9 +23,11 @@ PYTEST_ARGS ?= -q -p no:cacheprovider
 # What Rust tests (and pytest) get. The URL is read from the script so there is one source of truth.
 TEST_ENV = FIRN_TEST_PYTHON=$(VENV_PYTHON) \
 	FIRN_TEST_READER=$(CURDIR)/tests/python/firn_read.py \
-	FIRN_TEST_POSTGRES_URL=$$($(POSTGRES) url)
+	FIRN_TEST_POSTGRES_URL=$$($(POSTGRES) url) \
+	FIRN_TEST_S3_ENDPOINT=$$($(MOTO) url)
 
-NEXTEST = cargo nextest run --workspace --no-fail-fast --config-file tests/nextest.toml $(NEXTEST_ARGS)
+# cargo-nextest is on the CI image; plain cargo test runs the same tests where it is not.
+NEXTEST = $(if $(shell command -v cargo-nextest),cargo nextest run --workspace --no-fail-fast --config-file tests/nextest.toml $(NEXTEST_ARGS),cargo test --workspace --no-fail-fast)
 PYTEST = $(VENV_PYTHON) -m pytest $(PYTEST_ARGS) tests/python
 
 .PHONY: build demo test test-deps test-rust test-python lint fmt clean-cache pg-stop
@@ -44,6 +47,8 @@ test-deps:
 	@$(PYTHON_ENV) >/dev/null
 	@echo "==> test postgres ($$($(POSTGRES) url))"
 	@$(POSTGRES) start
+	@echo "==> test S3 API, moto ($$($(MOTO) url))"
+	@$(MOTO) start
 
 # Runs both suites even when the first fails, and fails if either did.
 test: test-deps
@@ -78,5 +83,6 @@ pg-stop:
 clean-cache:
 	@echo "==> stopping test postgres and removing $(FIRN_CACHE)"
 	@$(POSTGRES) destroy
+	@$(MOTO) stop || true
 	@case "$(FIRN_CACHE)" in ""|/) echo "refusing to remove FIRN_CACHE='$(FIRN_CACHE)'"; exit 1;; esac
 	rm -rf "$(FIRN_CACHE)"

@@ -34,12 +34,23 @@ impl Default for RetryPolicy {
 }
 
 /// A connected catalog: the pointer store plus the warehouse FileIO.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Catalog {
     pub(crate) store: Arc<dyn PointerStore>,
     pub(crate) file_io: FileIO,
     pub(crate) warehouse: WarehouseLocation,
     pub(crate) retry: RetryPolicy,
+}
+
+impl std::fmt::Debug for Catalog {
+    // FileIO's own Debug prints its properties, S3 secret key included; leave it out.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Catalog")
+            .field("store", &self.store)
+            .field("warehouse", &self.warehouse)
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
 }
 
 /// What `init` did, for the CLI to print.

@@ -674,7 +674,7 @@ pub fn evolve_schema(
                 if !is_widening(from, to) {
                     return Err(format!("column `{name}`: {from} cannot be widened to {to}"));
                 }
-                existing.field_type = Box::new(Type::Primitive(to.clone()));
+                *existing.field_type = Type::Primitive(to.clone());
                 changed = true;
             }
         }

@@ -6,8 +6,9 @@
 //! that path, with `__` between path segments and `_` standing for `-` inside a key
 //! (`FIRN_CATALOG__URI`, `FIRN_COMMIT__MAX_RECORDS`, `FIRN_WAREHOUSE__S3__SECRET_ACCESS_KEY`).
 //! Under `kafka.properties` a `_` stands for `.` (`FIRN_KAFKA__PROPERTIES__SASL_PASSWORD`
-//! sets `sasl.password`). The value is read as a TOML literal when it parses as one
-//! (numbers, booleans, arrays) and as a string otherwise. Variables without `__`
+//! sets `sasl.password`). Values are taken as strings (numeric and boolean keys accept
+//! them; `FIRN_CATALOG__PASSWORD=12345` stays a string), except that a value starting with
+//! `[` is read as a TOML array for list keys. Variables without `__`
 //! (`FIRN_CONFIG`, `FIRN_LOG`, ...) are not overrides.
 
 use std::collections::BTreeMap;
@@ -86,7 +87,7 @@ pub struct S3Config {
     pub endpoint: Option<String>,
     pub region: Option<String>,
     /// Path-style addressing (`endpoint/bucket/key`), needed by most S3-compatible stores.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de_bool")]
     pub path_style: bool,
     pub access_key_id: Option<Secret>,
     pub secret_access_key: Option<Secret>,
@@ -105,7 +106,7 @@ pub struct CatalogConfig {
     pub name: String,
     /// Postgres password, kept out of the URI so it never shows up in logs.
     pub password: Option<Secret>,
-    #[serde(default = "default_max_connections")]
+    #[serde(default = "default_max_connections", deserialize_with = "de_u32")]
     pub max_connections: u32,
 }
 
@@ -221,7 +222,7 @@ pub struct CommitPolicy {
     #[serde(default = "default_commit_interval", deserialize_with = "de_duration")]
     pub interval: Duration,
     /// Records per table per commit.
-    #[serde(default = "default_max_records")]
+    #[serde(default = "default_max_records", deserialize_with = "de_u64")]
     pub max_records: u64,
     /// Encoded bytes buffered per table per commit.
     #[serde(default = "default_max_bytes", deserialize_with = "de_bytes")]
@@ -310,7 +311,7 @@ pub struct GoldModelConfig {
     #[serde(default)]
     pub partition_by: Vec<String>,
     /// Whether the relay pushes this model's rows to StarRocks.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "de_bool")]
     pub relay: bool,
 }
 
@@ -326,7 +327,7 @@ pub struct RelayConfig {
     pub password: Option<Secret>,
     #[serde(default = "default_relay_interval", deserialize_with = "de_duration")]
     pub interval: Duration,
-    #[serde(default = "default_relay_max_rows")]
+    #[serde(default = "default_relay_max_rows", deserialize_with = "de_u64")]
     pub max_batch_rows: u64,
     #[serde(default = "default_relay_max_bytes", deserialize_with = "de_bytes")]
     pub max_batch_bytes: u64,
@@ -524,7 +525,9 @@ impl PipelineConfig {
                     err.inner().to_string(),
                 )
             })?;
-        config.base_dir = base_dir.to_path_buf();
+        // Table locations are written into Iceberg metadata, so they must be absolute.
+        config.base_dir = std::path::absolute(base_dir)
+            .map_err(|err| CatalogError::config("<base dir>", err.to_string()))?;
         config.validate()?;
         Ok(config)
     }
@@ -974,6 +977,41 @@ fn de_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<u
     }
 }
 
+fn de_u64<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<u64, D::Error> {
+    match NumberOrText::deserialize(deserializer)? {
+        NumberOrText::Number(value) => Ok(value),
+        NumberOrText::Text(text) => text
+            .trim()
+            .parse()
+            .map_err(|_| serde::de::Error::custom(format!("`{text}` is not a whole number"))),
+    }
+}
+
+fn de_u32<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<u32, D::Error> {
+    let value = de_u64(deserializer)?;
+    u32::try_from(value).map_err(|_| serde::de::Error::custom(format!("{value} is too large")))
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum BoolOrText {
+    Bool(bool),
+    Text(String),
+}
+
+fn de_bool<'de, D: Deserializer<'de>>(deserializer: D) -> std::result::Result<bool, D::Error> {
+    match BoolOrText::deserialize(deserializer)? {
+        BoolOrText::Bool(value) => Ok(value),
+        BoolOrText::Text(text) => match text.trim() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            other => Err(serde::de::Error::custom(format!(
+                "`{other}` is not true or false"
+            ))),
+        },
+    }
+}
+
 fn toml_error_key(err: &toml::de::Error) -> String {
     match err.span() {
         Some(span) => format!("<toml at byte {}>", span.start),
@@ -1031,13 +1069,20 @@ fn apply_env_overrides(
     Ok(())
 }
 
+/// Environment values are strings (numeric and boolean keys accept strings), except that
+/// `[...]` is read as a TOML array, for list-valued keys.
 fn parse_env_value(raw: &str) -> toml::Value {
-    let wrapped = format!("value = {raw}");
-    wrapped
-        .parse::<toml::Table>()
-        .ok()
-        .and_then(|mut table| table.remove("value"))
-        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+    if raw.trim_start().starts_with('[') {
+        let wrapped = format!("value = {raw}");
+        if let Some(value) = wrapped
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("value"))
+        {
+            return value;
+        }
+    }
+    toml::Value::String(raw.to_string())
 }
 
 #[cfg(test)]
@@ -1138,12 +1183,18 @@ mod tests {
                 ("FIRN_COMMIT__INTERVAL", "2s"),
                 ("FIRN_KAFKA__PROPERTIES__SASL_PASSWORD", "hunter2"),
                 ("FIRN_CONFIG", "ignored.toml"),
+                ("FIRN_CATALOG__PASSWORD", "12345"),
+                ("FIRN_WAREHOUSE__S3__PATH_STYLE", "true"),
             ],
         )
         .unwrap();
         assert_eq!(config.commit.max_records, 5000);
         assert_eq!(config.commit.interval, Duration::from_secs(2));
         assert_eq!(config.kafka.properties["sasl.password"], "hunter2");
+        assert_eq!(config.catalog.password.as_ref().unwrap().expose(), "12345");
+        assert!(config.warehouse.s3.path_style);
+        let err = parse_env("", &[("FIRN_COMMIT__MAX_RECORDS", "lots")]).unwrap_err();
+        assert_eq!(key_of(err), "commit.max-records");
         assert!(matches!(
             config.catalog_database().unwrap(),
             CatalogDatabase::Postgres(_)

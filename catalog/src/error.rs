@@ -35,8 +35,9 @@ pub enum CatalogError {
     Iceberg {
         operation: &'static str,
         table: String,
+        // Boxed: iceberg's error carries a backtrace and context and is large.
         #[source]
-        source: iceberg::Error,
+        source: Box<iceberg::Error>,
     },
 
     /// The operation is not valid against the table's current state
@@ -143,7 +144,7 @@ impl CatalogError {
         move |source| CatalogError::Iceberg {
             operation,
             table,
-            source,
+            source: Box::new(source),
         }
     }
 

@@ -1,1 +1,21 @@
-fn main() {}
+//! The `firn` binary: parses arguments, starts logging, runs the command, maps the
+//! outcome to an exit code (0 ok, 1 failure, 2 bad input).
+
+use clap::Parser;
+use firn_ingest::cli::{Cli, run};
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("FIRN_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    if let Err(err) = run(cli).await {
+        eprintln!("error: {}", err.message);
+        std::process::exit(err.code);
+    }
+}

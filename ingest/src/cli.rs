@@ -1,0 +1,489 @@
+//! The `firn` command line: argument parsing and the commands, each a thin call into the
+//! library. Does I/O (prints to stdout/stderr).
+//!
+//! Exit codes: 0 success, 1 failure (a service, storage or Kafka error), 2 bad input
+//! (usage, configuration, names, an operation the table refuses).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use firn_catalog::config::PipelineConfig;
+use firn_catalog::history;
+use firn_catalog::{Catalog, CommitRequest, Operation, RollbackTarget, TableName};
+
+use crate::IngestError;
+use crate::demo::{DemoOptions, DemoReport};
+use crate::generator::{GenerateOptions, GenerateTarget, GeneratorConfig, SchemaMode};
+use crate::writer::IngestOptions;
+
+/// Exit code for failures of services, storage or Kafka.
+pub const EXIT_FAILURE: i32 = 1;
+/// Exit code for bad input: usage, configuration, names, refused operations.
+pub const EXIT_BAD_INPUT: i32 = 2;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "firn",
+    version,
+    about = "Debezium CDC from Kafka into Iceberg bronze, silver and gold"
+)]
+pub struct Cli {
+    /// Pipeline config (TOML). Default: $FIRN_CONFIG, else ./firn.toml if present, else built-in defaults.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create the catalog schema, the bronze/silver/gold namespaces and the bronze tables.
+    Init,
+    /// List tables with their current snapshot and row count.
+    Tables,
+    /// List a table's snapshots (id, parent, time, operation, summary) and refs.
+    Snapshots { table: String },
+    /// Generate a deterministic multi-tenant Debezium source to a file or Kafka.
+    Gen(GenArgs),
+    /// Ingest the configured topics into bronze.
+    Ingest(IngestArgs),
+    /// Roll a table back to an earlier snapshot of its lineage.
+    Rollback(RollbackArgs),
+    /// Tag a snapshot (the current one by default).
+    Tag {
+        table: String,
+        name: String,
+        #[arg(long)]
+        snapshot: Option<i64>,
+    },
+    /// Run the whole pipeline on the embedded default (no services) and report.
+    Demo {
+        /// Directory that receives ./warehouse.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct GenArgs {
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Comma-separated tenant names.
+    #[arg(long, value_delimiter = ',')]
+    pub tenants: Option<Vec<String>>,
+    /// Multiplies the number of customers, products and orders.
+    #[arg(long, default_value_t = 1.0)]
+    pub scale: f64,
+    #[arg(long, value_enum, default_value = "mixed")]
+    pub schemas: SchemasArg,
+    /// Write JSON lines to this file.
+    #[arg(long, conflicts_with = "brokers")]
+    pub out: Option<PathBuf>,
+    /// Produce to these Kafka brokers.
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Partitions of topics the generator creates.
+    #[arg(long, default_value_t = 2)]
+    pub partitions: i32,
+    /// Write the expected final state (`expected/<table>.jsonl`, `counts.json`) here.
+    #[arg(long)]
+    pub expected: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SchemasArg {
+    With,
+    Without,
+    Mixed,
+}
+
+#[derive(Debug, Args)]
+pub struct IngestArgs {
+    /// Brokers (overrides kafka.brokers).
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Stop once every partition is read to its end.
+    #[arg(long)]
+    pub once: bool,
+    /// Identifies this writer in snapshot summaries.
+    #[arg(long, default_value = "firn-ingest")]
+    pub writer_id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RollbackArgs {
+    pub table: String,
+    #[arg(long, conflicts_with = "to_time", required_unless_present = "to_time")]
+    pub to_snapshot: Option<i64>,
+    /// RFC 3339 time: the newest ancestor committed at or before it becomes current.
+    #[arg(long)]
+    pub to_time: Option<String>,
+}
+
+/// Why a command failed, with the exit code it maps to.
+#[derive(Debug)]
+pub struct CommandError {
+    pub code: i32,
+    pub message: String,
+}
+
+impl From<IngestError> for CommandError {
+    fn from(err: IngestError) -> Self {
+        let code = if err.is_bad_input() {
+            EXIT_BAD_INPUT
+        } else {
+            EXIT_FAILURE
+        };
+        CommandError {
+            code,
+            message: err.to_string(),
+        }
+    }
+}
+
+impl From<firn_catalog::CatalogError> for CommandError {
+    fn from(err: firn_catalog::CatalogError) -> Self {
+        IngestError::from(err).into()
+    }
+}
+
+fn bad_input(message: impl Into<String>) -> CommandError {
+    CommandError {
+        code: EXIT_BAD_INPUT,
+        message: message.into(),
+    }
+}
+
+fn load_config(path: Option<&PathBuf>) -> Result<PipelineConfig, CommandError> {
+    let path = path
+        .cloned()
+        .or_else(|| std::env::var_os("FIRN_CONFIG").map(PathBuf::from))
+        .or_else(|| Some(PathBuf::from("firn.toml")).filter(|p| p.exists()));
+    Ok(PipelineConfig::load(path.as_deref())?)
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> Result<(), CommandError> {
+    match cli.command {
+        Command::Demo { dir, seed } => demo(dir, seed, cli.json).await,
+        Command::Gen(args) => generate(args, cli.json).await,
+        command => {
+            let config = load_config(cli.config.as_ref())?;
+            let catalog = Catalog::connect(&config).await?;
+            match command {
+                Command::Init => {
+                    let report = catalog.init(&config).await?;
+                    if cli.json {
+                        print_json(&report);
+                    } else {
+                        for table in &report.created {
+                            println!("created  {table}");
+                        }
+                        for table in &report.existing {
+                            println!("exists   {table}");
+                        }
+                    }
+                    Ok(())
+                }
+                Command::Tables => tables(&catalog, cli.json).await,
+                Command::Snapshots { table } => snapshots(&catalog, &table, cli.json).await,
+                Command::Ingest(args) => {
+                    let brokers =
+                        args.brokers
+                            .or(config.kafka.brokers.clone())
+                            .ok_or_else(|| {
+                                bad_input("no brokers: set kafka.brokers or pass --brokers")
+                            })?;
+                    let options = IngestOptions {
+                        brokers,
+                        writer_id: args.writer_id,
+                        stop_when_caught_up: args.once,
+                    };
+                    let report = crate::writer::run(&catalog, &config, &options).await?;
+                    if cli.json {
+                        print_json(&report);
+                    } else {
+                        println!(
+                            "consumed {} records, {} dead letters",
+                            report.records_consumed, report.dead_letters
+                        );
+                    }
+                    Ok(())
+                }
+                Command::Rollback(args) => {
+                    let name = TableName::parse(&args.table)?;
+                    let target = match (args.to_snapshot, args.to_time) {
+                        (Some(id), _) => RollbackTarget::SnapshotId(id),
+                        (None, Some(time)) => {
+                            let parsed = chrono::DateTime::parse_from_rfc3339(&time)
+                                .map_err(|err| bad_input(format!("--to-time `{time}`: {err}")))?;
+                            RollbackTarget::Timestamp {
+                                ms: parsed.timestamp_millis(),
+                            }
+                        }
+                        (None, None) => return Err(bad_input("give --to-snapshot or --to-time")),
+                    };
+                    let outcome = catalog
+                        .commit(&name, CommitRequest::new(Operation::Rollback(target)))
+                        .await?;
+                    println!(
+                        "{name}: current snapshot {:?} ({:?})",
+                        outcome.current_snapshot_id, outcome.status
+                    );
+                    Ok(())
+                }
+                Command::Tag {
+                    table,
+                    name: tag,
+                    snapshot,
+                } => {
+                    let name = TableName::parse(&table)?;
+                    let outcome = catalog
+                        .commit(
+                            &name,
+                            CommitRequest::new(Operation::CreateTag {
+                                name: tag.clone(),
+                                snapshot_id: snapshot,
+                            }),
+                        )
+                        .await?;
+                    print_outcome(&name, &outcome, cli.json);
+                    Ok(())
+                }
+                Command::Demo { .. } | Command::Gen(_) => unreachable!("handled above"),
+            }
+        }
+    }
+}
+
+fn print_outcome(name: &TableName, outcome: &firn_catalog::CommitOutcome, json: bool) {
+    let status = format!("{:?}", outcome.status);
+    if json {
+        print_json(&serde_json::json!({
+            "table": name.to_string(),
+            "status": status,
+            "current_snapshot_id": outcome.current_snapshot_id,
+            "attempts": outcome.attempts,
+        }));
+    } else {
+        let current = outcome
+            .current_snapshot_id
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "-".into());
+        println!("{name}: {status}; current snapshot {current}");
+    }
+}
+
+async fn tables(catalog: &Catalog, json: bool) -> Result<(), CommandError> {
+    #[derive(serde::Serialize)]
+    struct Row {
+        table: String,
+        snapshot_id: Option<i64>,
+        rows: Option<u64>,
+        snapshots: usize,
+    }
+    let mut rows = Vec::new();
+    for name in catalog.list_tables().await? {
+        let table = catalog.load_table(&name).await?;
+        let metadata = table.metadata_ref();
+        let current = metadata.current_snapshot();
+        rows.push(Row {
+            table: name.to_string(),
+            snapshot_id: current.map(|s| s.snapshot_id()),
+            rows: current
+                .and_then(|s| s.summary().additional_properties.get("total-records"))
+                .and_then(|v| v.parse().ok()),
+            snapshots: metadata.snapshots().count(),
+        });
+    }
+    if json {
+        print_json(&rows);
+    } else {
+        println!(
+            "{:<32} {:>20} {:>10} {:>9}",
+            "table", "snapshot", "rows", "snapshots"
+        );
+        for row in rows {
+            let snapshot = row
+                .snapshot_id
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".into());
+            let count = row
+                .rows
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "-".into());
+            println!(
+                "{:<32} {:>20} {:>10} {:>9}",
+                row.table, snapshot, count, row.snapshots
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn snapshots(catalog: &Catalog, table: &str, json: bool) -> Result<(), CommandError> {
+    let name = TableName::parse(table)?;
+    let loaded = catalog.load_table(&name).await?;
+    let metadata = loaded.metadata_ref();
+    let snapshots = history::snapshots(&metadata);
+    let refs = history::refs(&metadata);
+    if json {
+        print_json(&serde_json::json!({
+            "table": name.to_string(),
+            "current_snapshot_id": metadata.current_snapshot_id(),
+            "snapshots": snapshots,
+            "refs": refs,
+        }));
+        return Ok(());
+    }
+    for snapshot in snapshots {
+        let time = chrono::DateTime::from_timestamp_millis(snapshot.timestamp_ms)
+            .map(|t| t.to_rfc3339())
+            .unwrap_or_default();
+        let marker = if Some(snapshot.snapshot_id) == metadata.current_snapshot_id() {
+            "*"
+        } else {
+            " "
+        };
+        let parent = snapshot
+            .parent_id
+            .map(|p| p.to_string())
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{marker} {:>20} parent {:>20} {time} {:<9}",
+            snapshot.snapshot_id, parent, snapshot.operation
+        );
+        for (key, value) in &snapshot.summary {
+            if key.starts_with("firn.") || key == "added-records" || key == "total-records" {
+                println!("      {key} = {value}");
+            }
+        }
+    }
+    for reference in refs {
+        println!(
+            "{} {} -> {}",
+            reference.kind, reference.name, reference.snapshot_id
+        );
+    }
+    Ok(())
+}
+
+async fn generate(args: GenArgs, json: bool) -> Result<(), CommandError> {
+    let mut config = GeneratorConfig {
+        seed: args.seed,
+        ..GeneratorConfig::default()
+    };
+    if let Some(tenants) = args.tenants {
+        config.tenants = tenants;
+    }
+    config.schemas = match args.schemas {
+        SchemasArg::With => SchemaMode::With,
+        SchemasArg::Without => SchemaMode::Without,
+        SchemasArg::Mixed => SchemaMode::Mixed,
+    };
+    let config = config.scaled(args.scale);
+    let target = match (args.out, args.brokers) {
+        (Some(path), None) => GenerateTarget::File(path),
+        (None, Some(brokers)) => GenerateTarget::Kafka {
+            brokers,
+            producer_config: Default::default(),
+            partitions: args.partitions,
+        },
+        _ => {
+            return Err(bad_input(
+                "give exactly one of --out FILE or --brokers HOST:PORT",
+            ));
+        }
+    };
+    let report = crate::generator::run(GenerateOptions {
+        config,
+        target,
+        expected_dir: args.expected,
+    })
+    .await
+    .map_err(IngestError::from)?;
+    if json {
+        print_json(&report);
+    } else {
+        println!(
+            "{} messages on {} topics: {} change events, {} tombstones, {} restart duplicates",
+            report.sink.messages,
+            report.topics.len(),
+            report.totals.change_events,
+            report.totals.tombstones,
+            report.totals.duplicates
+        );
+    }
+    Ok(())
+}
+
+async fn demo(dir: PathBuf, seed: u64, json: bool) -> Result<(), CommandError> {
+    let generator = GeneratorConfig {
+        seed,
+        // Connector-restart duplicates are left out until bronze dedups them.
+        restart_duplicates: 0,
+        ..GeneratorConfig::default()
+    };
+    let options = DemoOptions {
+        dir,
+        generator,
+        partitions: 2,
+    };
+    let mut progress = |line: &str| eprintln!("==> {line}");
+    let report = crate::demo::run(&options, &mut progress).await?;
+    if json {
+        print_json(&report);
+    } else {
+        print_demo(&report);
+    }
+    if report.matches_expected() {
+        Ok(())
+    } else {
+        Err(CommandError {
+            code: EXIT_FAILURE,
+            message: "bronze row counts differ from the generator's expectation".into(),
+        })
+    }
+}
+
+fn print_demo(report: &DemoReport) {
+    println!();
+    println!(
+        "{:<28} {:>20} {:>9} {:>8} {:>9}",
+        "table", "current snapshot", "snapshots", "rows", "expected"
+    );
+    for table in &report.tables {
+        let snapshot = table
+            .snapshot_id
+            .map(|s| s.to_string())
+            .unwrap_or_else(|| "-".into());
+        let expected = table
+            .expected_rows
+            .map(|e| e.to_string())
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<28} {:>20} {:>9} {:>8} {:>9}",
+            table.table, snapshot, table.snapshots, table.rows, expected
+        );
+    }
+    println!();
+    println!("warehouse: {}", report.warehouse);
+    println!("catalog:   {}", report.catalog);
+    println!("read it with pyiceberg:");
+    println!(
+        "  from pyiceberg.catalog.sql import SqlCatalog\n  cat = SqlCatalog(\"firn\", uri=\"sqlite:///{}/catalog.db\", warehouse=\"file://{}\")\n  cat.load_table(\"bronze.orders\").scan().to_arrow().num_rows",
+        report.warehouse, report.warehouse
+    );
+}

@@ -1,0 +1,190 @@
+//! `firn demo`: the whole pipeline on one machine with no services. librdkafka's
+//! in-process mock cluster is the broker, SQLite the catalog, `./warehouse` the storage.
+//! It generates Debezium events for several tenants, ingests them into bronze, and reports
+//! what it committed next to what the generator says should be there. Does I/O.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use firn_catalog::config::PipelineConfig;
+use firn_catalog::history;
+use firn_catalog::{Catalog, TableName};
+use rdkafka::mocking::MockCluster;
+use serde::Serialize;
+
+use crate::error::IngestError;
+use crate::generator::{Generator, GeneratorConfig, produce_to_kafka};
+use crate::writer::{IngestOptions, IngestReport};
+
+/// The demo's pipeline configuration: the documented example with its defaults.
+pub const DEMO_CONFIG: &str = include_str!("../../docs/firn.example.toml");
+
+/// File that marks a warehouse directory as the demo's own, so a re-run may replace it.
+const DEMO_MARKER: &str = ".firn-demo";
+
+/// Options for [`run`].
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Directory that receives `warehouse/`.
+    pub dir: PathBuf,
+    pub generator: GeneratorConfig,
+    pub partitions: i32,
+}
+
+/// One table as the demo left it.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoTable {
+    pub table: String,
+    pub snapshot_id: Option<i64>,
+    pub snapshots: usize,
+    pub rows: u64,
+    /// Rows the generator says the table must hold (distinct change events), if known.
+    pub expected_rows: Option<u64>,
+}
+
+/// What the demo did.
+#[derive(Debug, Clone, Serialize)]
+pub struct DemoReport {
+    pub warehouse: String,
+    pub catalog: String,
+    pub messages_produced: u64,
+    pub ingest: IngestReport,
+    pub tables: Vec<DemoTable>,
+}
+
+impl DemoReport {
+    /// True when every bronze table holds exactly the generator's change events.
+    pub fn matches_expected(&self) -> bool {
+        self.tables
+            .iter()
+            .all(|t| t.expected_rows.is_none_or(|expected| expected == t.rows))
+    }
+}
+
+/// Runs the demo; `progress` receives one line per step.
+pub async fn run(
+    options: &DemoOptions,
+    progress: &mut dyn FnMut(&str),
+) -> Result<DemoReport, IngestError> {
+    let dir = std::path::absolute(&options.dir).map_err(|source| IngestError::Io {
+        path: options.dir.display().to_string(),
+        source,
+    })?;
+    let warehouse = dir.join("warehouse");
+    prepare_warehouse(&warehouse)?;
+    let config = PipelineConfig::from_toml(DEMO_CONFIG, Vec::new(), &dir)?;
+    let catalog = Catalog::connect(&config).await?;
+    let init = catalog.init(&config).await?;
+    progress(&format!(
+        "catalog ready: {} tables created",
+        init.created.len()
+    ));
+
+    let cluster = MockCluster::new(1).map_err(IngestError::kafka("start the mock cluster"))?;
+    let brokers = cluster.bootstrap_servers();
+    progress(&format!("in-process Kafka mock cluster at {brokers}"));
+
+    let mut generator = Generator::new(&options.generator)?;
+    for topic in generator.topics() {
+        cluster
+            .create_topic(&topic, options.partitions, 1)
+            .map_err(IngestError::kafka("create a topic on the mock cluster"))?;
+    }
+    let stats = produce_to_kafka(
+        &brokers,
+        &Default::default(),
+        options.partitions,
+        &mut generator,
+        |p| {
+            tracing::debug!(sent = p.sent, delivered = p.delivered, "producing");
+        },
+    )
+    .await?;
+    let counts = generator.expected().counts_report();
+    progress(&format!(
+        "generated {} Debezium messages for tenants {} ({} change events, {} tombstones, {} restart duplicates)",
+        stats.messages,
+        options.generator.tenants.join(", "),
+        counts.totals.change_events,
+        counts.totals.tombstones,
+        counts.totals.duplicates,
+    ));
+
+    let mut expected: BTreeMap<String, u64> = BTreeMap::new();
+    for (topic, topic_counts) in &counts.topics {
+        let table = topic.rsplit('.').next().unwrap_or(topic);
+        *expected.entry(format!("bronze.{table}")).or_default() += topic_counts.change_events;
+    }
+
+    let ingest = crate::writer::run(
+        &catalog,
+        &config,
+        &IngestOptions {
+            brokers: brokers.clone(),
+            writer_id: "firn-demo".into(),
+            stop_when_caught_up: true,
+        },
+    )
+    .await?;
+    progress(&format!(
+        "ingested {} records ({} tombstones skipped, {} dead letters)",
+        ingest.records_consumed, ingest.tombstones, ingest.dead_letters
+    ));
+
+    let mut tables = Vec::new();
+    for name in catalog.list_tables().await? {
+        tables.push(describe(&catalog, &name, expected.get(&name.to_string()).copied()).await?);
+    }
+    drop(cluster);
+    Ok(DemoReport {
+        warehouse: warehouse.display().to_string(),
+        catalog: config.catalog_database()?.to_string(),
+        messages_produced: stats.messages,
+        ingest,
+        tables,
+    })
+}
+
+async fn describe(
+    catalog: &Catalog,
+    name: &TableName,
+    expected_rows: Option<u64>,
+) -> Result<DemoTable, IngestError> {
+    let table = catalog.load_table(name).await?;
+    let metadata = table.metadata_ref();
+    let current = metadata.current_snapshot();
+    let rows = current
+        .and_then(|s| s.summary().additional_properties.get("total-records"))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Ok(DemoTable {
+        table: name.to_string(),
+        snapshot_id: current.map(|s| s.snapshot_id()),
+        snapshots: history::snapshots(&metadata).len(),
+        rows,
+        expected_rows,
+    })
+}
+
+/// Creates `warehouse`, replacing it only if an earlier demo run made it.
+fn prepare_warehouse(warehouse: &Path) -> Result<(), IngestError> {
+    let io = |source| IngestError::Io {
+        path: warehouse.display().to_string(),
+        source,
+    };
+    if warehouse.exists() {
+        if !warehouse.join(DEMO_MARKER).exists() {
+            return Err(IngestError::Invalid(format!(
+                "{} exists and was not created by `firn demo`; move it away or run the demo elsewhere",
+                warehouse.display()
+            )));
+        }
+        std::fs::remove_dir_all(warehouse).map_err(io)?;
+    }
+    std::fs::create_dir_all(warehouse).map_err(io)?;
+    std::fs::write(
+        warehouse.join(DEMO_MARKER),
+        "created by `firn demo`; re-running the demo replaces this directory\n",
+    )
+    .map_err(io)
+}

@@ -1,0 +1,12 @@
+//! firn's ingest crate: the Kafka → bronze ingest loop, Debezium decoding, the
+//! deterministic Debezium generator, the demo, and the `firn` command line.
+
+pub mod bronze;
+pub mod cli;
+pub mod debezium;
+pub mod demo;
+pub mod error;
+pub mod generator;
+pub mod writer;
+
+pub use error::IngestError;
