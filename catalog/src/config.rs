@@ -488,8 +488,10 @@ impl PipelineConfig {
                 let text = std::fs::read_to_string(path).map_err(|err| {
                     CatalogError::config("<file>", format!("cannot read {}: {err}", path.display()))
                 })?;
+                // `firn.toml` has the empty path as its parent: the working directory.
                 let base = path
                     .parent()
+                    .filter(|parent| !parent.as_os_str().is_empty())
                     .map(Path::to_path_buf)
                     .unwrap_or_else(|| PathBuf::from("."));
                 (text, base)
