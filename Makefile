@@ -36,9 +36,11 @@ build:
 	@echo "==> cargo build --workspace --all-targets (target: $(CARGO_TARGET_DIR))"
 	cargo build --workspace --all-targets
 
+# Builds the same target set as `make test`, so the two share every compiled dependency
+# (a narrower `-p firn-ingest` build resolves other features and recompiles most of them).
 demo:
-	@echo "==> cargo build -p firn-ingest --bin firn"
-	cargo build -p firn-ingest --bin firn
+	@echo "==> cargo build --workspace --all-targets"
+	cargo build --workspace --all-targets
 	@echo "==> firn demo"
 	$(CARGO_TARGET_DIR)/debug/firn demo
 
