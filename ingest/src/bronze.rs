@@ -7,6 +7,10 @@
 //! widens the column (int→long, float→double, decimal precision); anything else is
 //! rejected with a reason and goes to the dead-letter table.
 //!
+//! Iceberg `time` columns (Debezium `Time`, `MicroTime`, `NanoTime`) are Arrow
+//! `Time64(Microsecond)`; they take only typed time values, because a schemaless integer
+//! since midnight could be ms, µs or ns.
+//!
 //! Schemaless integers written to a timestamp column have no unit. They are read as
 //! milliseconds below 10^14, microseconds below 10^17 and nanoseconds above: epoch
 //! milliseconds reach 10^14 only in the year 5138, microseconds pass it in 1973.
@@ -17,7 +21,7 @@ use std::sync::Arc;
 use arrow_array::builder::{
     BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
     Float64Builder, Int32Builder, Int64Builder, LargeBinaryBuilder, StringBuilder,
-    TimestampMicrosecondBuilder,
+    Time64MicrosecondBuilder, TimestampMicrosecondBuilder,
 };
 use arrow_array::{ArrayRef, RecordBatch};
 use arrow_schema::{DataType, SchemaRef, TimeUnit};
@@ -55,6 +59,7 @@ pub fn iceberg_type(column_type: ColumnType) -> PrimitiveType {
         ColumnType::String => PrimitiveType::String,
         ColumnType::Binary => PrimitiveType::Binary,
         ColumnType::Date => PrimitiveType::Date,
+        ColumnType::Time => PrimitiveType::Time,
         ColumnType::Timestamp => PrimitiveType::Timestamp,
         ColumnType::Timestamptz => PrimitiveType::Timestamptz,
         ColumnType::Decimal { precision, scale } => PrimitiveType::Decimal {
@@ -168,6 +173,9 @@ fn coerce(value: &CellValue, target: &PrimitiveType) -> Option<CellValue> {
         (V::Binary(b), PrimitiveType::Binary) => V::Binary(b.clone()),
         (V::Date(d), PrimitiveType::Date) => V::Date(*d),
         (V::Long(l), PrimitiveType::Date) => V::Date(i32::try_from(*l).ok()?),
+        // Schemaless integers are not coerced to time: ms, µs and ns since midnight
+        // overlap, so the unit cannot be told from the magnitude.
+        (V::Time(t), PrimitiveType::Time) => V::Time(*t),
         (V::Micros(m), PrimitiveType::Timestamp | PrimitiveType::Timestamptz) => V::Micros(*m),
         (V::Long(l), PrimitiveType::Timestamp | PrimitiveType::Timestamptz) => {
             V::Micros(epoch_integer_to_micros(*l))
@@ -343,6 +351,10 @@ fn build_column(
         DataType::Binary => build!(BinaryBuilder::new(), CellValue::Binary(v) => v),
         DataType::LargeBinary => build!(LargeBinaryBuilder::new(), CellValue::Binary(v) => v),
         DataType::Date32 => build!(Date32Builder::new(), CellValue::Date(v) => v),
+        // What `iceberg::arrow::schema_to_arrow_schema` gives Iceberg `time`.
+        DataType::Time64(TimeUnit::Microsecond) => {
+            build!(Time64MicrosecondBuilder::new(), CellValue::Time(v) => v)
+        }
         DataType::Timestamp(TimeUnit::Microsecond, zone) => build!(
             TimestampMicrosecondBuilder::new().with_timezone_opt(zone.clone()),
             CellValue::Micros(v) => v
@@ -395,5 +407,55 @@ mod tests {
             None
         );
         assert_eq!(coerce(&CellValue::Double(0.1), &PrimitiveType::Float), None);
+    }
+
+    #[test]
+    fn time_columns_build_as_the_arrow_type_iceberg_derives() {
+        use iceberg::spec::NestedField;
+        let iceberg = Schema::builder()
+            .with_schema_id(0)
+            .with_fields(vec![
+                NestedField::optional(1, "at", Type::Primitive(iceberg_type(ColumnType::Time)))
+                    .into(),
+            ])
+            .build()
+            .unwrap();
+        let arrow: SchemaRef = Arc::new(iceberg::arrow::schema_to_arrow_schema(&iceberg).unwrap());
+        assert_eq!(
+            arrow.field(0).data_type(),
+            &DataType::Time64(TimeUnit::Microsecond)
+        );
+        let row = |value| BronzeRow {
+            tenant: "t".into(),
+            op: Op::Create,
+            source_ts_micros: None,
+            source_pos: None,
+            topic: "cdc".into(),
+            partition: 0,
+            offset: 0,
+            ingested_at_micros: 0,
+            cells: vec![Cell {
+                name: "at".into(),
+                column_type: ColumnType::Time,
+                typed: true,
+                value,
+            }],
+        };
+        let rows = [
+            row(CellValue::Time(45_296_789_123)),
+            row(CellValue::Null),
+            // A schemaless integer has no unit; refused rather than guessed.
+            row(CellValue::Long(1000)),
+        ];
+        let (batch, rejected) = build_batch(&arrow, &iceberg, &rows);
+        assert_eq!(rejected.len(), 1);
+        assert_eq!(rejected[0].0, 2);
+        let column = batch
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow_array::Time64MicrosecondArray>()
+            .unwrap();
+        assert_eq!(column.value(0), 45_296_789_123);
+        assert!(arrow_array::Array::is_null(column, 1));
     }
 }

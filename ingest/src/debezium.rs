@@ -1,13 +1,76 @@
-//! Decodes Debezium change events (Kafka Connect JSON, with or without the embedded
-//! schema) into typed rows. Pure: bytes in, values out; no I/O.
+//! Decodes Debezium change events (Kafka Connect JSON converter, with or without the
+//! embedded schema) into typed rows. Pure: bytes in, values out; no I/O.
 //!
-//! With an embedded schema every column gets the Iceberg type its Kafka Connect type and
-//! logical name call for (`io.debezium.time.Date` → date, `MicroTimestamp` → timestamp,
-//! `ZonedTimestamp` → timestamptz, `connect.data.Decimal` → decimal(p, s), ...). Without
-//! one, types are inferred from the JSON values (integers → long, fractions → double,
-//! strings → string, objects and arrays → their JSON text); a later typed message for the
-//! same table then decides the column type and inferred values are coerced to it where that
-//! loses nothing.
+//! # Type mapping
+//!
+//! With an embedded schema, a column's Iceberg type comes from its Kafka Connect type and
+//! logical name (the `name` of the field schema), following the Debezium connector
+//! documentation's type tables:
+//!
+//! | Kafka Connect type / logical name                    | JSON value                    | Iceberg column                  |
+//! |------------------------------------------------------|-------------------------------|---------------------------------|
+//! | `boolean`                                            | `true`                        | boolean                         |
+//! | `int8`, `int16`, `int32` (also `io.debezium.time.Year`) | number                     | int                             |
+//! | `int64` (also `io.debezium.time.MicroDuration`)      | number                        | long                            |
+//! | `float32` / `float64` (also `decimal.handling.mode=double`) | number, `"NaN"`, `"Infinity"` | float / double          |
+//! | `string` (also `decimal.handling.mode=string`)       | string                        | string                          |
+//! | `bytes`, `io.debezium.data.Bits`                     | base64 string                 | binary (bits little-endian, as sent) |
+//! | `io.debezium.time.Date`, `connect.data.Date`         | days since epoch              | date                            |
+//! | `io.debezium.time.Time`, `connect.data.Time`         | ms since midnight (int32)     | time (µs)                       |
+//! | `io.debezium.time.MicroTime`                         | µs since midnight             | time                            |
+//! | `io.debezium.time.NanoTime`                          | ns since midnight             | time (truncated to µs)          |
+//! | `io.debezium.time.Timestamp`, `connect.data.Timestamp` | epoch ms                    | timestamp (no zone)             |
+//! | `io.debezium.time.MicroTimestamp`                    | epoch µs                      | timestamp                       |
+//! | `io.debezium.time.NanoTimestamp`                     | epoch ns                      | timestamp (truncated to µs)     |
+//! | `io.debezium.time.ZonedTimestamp`                    | ISO-8601 with offset          | timestamptz (UTC µs)            |
+//! | `io.debezium.time.ZonedTime`, `io.debezium.time.Interval` | string                   | string, as sent                 |
+//! | `connect.data.Decimal`, precision ≤ 38               | base64 two's complement (or a number with `decimal.format=NUMERIC`, see below) | decimal(p, s) |
+//! | `connect.data.Decimal`, precision > 38               | same                          | string: the exact decimal text  |
+//! | `io.debezium.data.VariableScaleDecimal`              | `{"scale": s, "value": base64}` | string: the exact decimal text |
+//! | `io.debezium.data.Json`, `Xml`, `Enum`, `EnumSet`, `Uuid`, `Ltree`, ... | string     | string, as sent                 |
+//! | `struct` (`io.debezium.data.geometry.*`, ...), `array`, `map` | object / array       | string: the JSON text           |
+//!
+//! Choices worth knowing:
+//!
+//! - Iceberg decimals hold at most 38 digits. A `Decimal` column whose declared precision
+//!   (after folding a negative scale into it) exceeds 38 becomes a string column with the
+//!   exact decimal text (`"-12.340"`) rather than refusing rows. A value that does not fit
+//!   its declared precision is refused as `bad_value`. With `decimal.format=NUMERIC` the
+//!   value is a JSON number, which serde_json reads as an f64 unless it is an integer; it
+//!   is accepted only where that is exact (integers, or precision ≤ 15), else `bad_value`.
+//! - `VariableScaleDecimal` (Postgres `NUMERIC` without a scale) has no fixed scale, so it
+//!   cannot be an Iceberg decimal without rounding; it is kept as the exact decimal text.
+//! - UUIDs stay strings: Iceberg's `uuid` type is poorly supported by readers.
+//! - Iceberg `time` covers one day in microseconds. Values outside `[00:00, 24:00)` (MySQL
+//!   `TIME` used as a duration, Postgres `24:00:00`) are refused as `bad_value`.
+//!   Nanosecond times and timestamps are truncated towards negative infinity to µs.
+//! - An epoch value that overflows microseconds, and a `ZonedTimestamp` that is not an
+//!   ISO-8601 instant (Postgres `'infinity'`), are refused as `bad_value`.
+//!
+//! Without a schema, types are inferred from the JSON values (integers → long, fractions →
+//! double, strings → string, a `{"scale", "value"}` object → its exact decimal text, other
+//! objects and arrays → their JSON text); a later typed message for the same table then
+//! decides the column type and inferred values are coerced to it where that loses nothing
+//! (see `bronze`).
+//!
+//! # Envelopes
+//!
+//! Ops `c`, `u`, `r` take the row from `after`, `d` from `before`; `t` (truncate) has no
+//! row. A null value is a tombstone. A delete whose `before` is null (a Postgres table
+//! whose replica identity sends no old row) gets a row built from the message key's
+//! fields, typed by the key schema when there is one. The source position is the MySQL
+//! binlog coordinates, the Postgres LSN or the MongoDB `ts_ms` + `ord` (see
+//! [`source_position`]).
+//!
+//! MongoDB events carry `after` (and `before`) as a string holding an extended-JSON
+//! document. It is parsed and its columns inferred: `{"$oid": ..}` → string of the id,
+//! `{"$numberLong"|"$numberInt": ..}` → long, `{"$numberDouble": ..}` → double,
+//! `{"$numberDecimal": ..}` → string (exact text), `{"$date": ..}` → timestamptz,
+//! `{"$binary": ..}` → binary, other nested documents and arrays → their extended-JSON
+//! text. A Mongo delete without a pre-image gets its `_id` from the key's `id` field. A
+//! Mongo update without a full document (only `patch` or `updateDescription`, i.e. a
+//! connector not in `change_streams_update_full` mode) is refused as `unsupported`: a
+//! partial row would make the latest-row-per-key view wrong.
 
 use base64::Engine;
 use serde_json::{Map, Value};
@@ -56,10 +119,13 @@ pub enum ColumnType {
     String,
     Binary,
     Date,
+    /// Microseconds since midnight, no time zone.
+    Time,
     /// Microseconds, no time zone (MySQL DATETIME, Postgres TIMESTAMP).
     Timestamp,
     /// Microseconds UTC.
     Timestamptz,
+    /// `precision` is 1..=38 and `scale` 0..=precision.
     Decimal {
         precision: u8,
         scale: i8,
@@ -79,6 +145,8 @@ pub enum CellValue {
     Binary(Vec<u8>),
     /// Days since the epoch.
     Date(i32),
+    /// Microseconds since midnight, in `[0, 86_400_000_000)`.
+    Time(i64),
     /// Microseconds since the epoch.
     Micros(i64),
     /// Unscaled value; the scale is the column's.
@@ -103,9 +171,11 @@ pub struct ChangeEvent {
     pub source_ts_micros: Option<i64>,
     /// Sortable position of the change in the source log.
     pub source_pos: Option<String>,
-    /// The row: `after`, or `before` for deletes; empty for truncates.
+    /// The row: `after`, or `before` for deletes (the key fields when `before` is null);
+    /// empty for truncates.
     pub row: Vec<Cell>,
-    /// The primary key fields from the Kafka message key, in key order.
+    /// The primary key fields from the Kafka message key, in key order, as sent (for
+    /// MongoDB: `id` holding the extended-JSON text of `_id`).
     pub key: Vec<(String, Value)>,
 }
 
@@ -131,6 +201,9 @@ pub enum DecodeErrorKind {
     NotAnEnvelope,
     MissingKey,
     BadValue,
+    /// A well-formed event this decoder deliberately does not store (a MongoDB update
+    /// without the full document).
+    Unsupported,
 }
 
 impl std::fmt::Display for DecodeErrorKind {
@@ -146,6 +219,7 @@ impl DecodeErrorKind {
             DecodeErrorKind::NotAnEnvelope => "not_an_envelope",
             DecodeErrorKind::MissingKey => "missing_key",
             DecodeErrorKind::BadValue => "bad_value",
+            DecodeErrorKind::Unsupported => "unsupported",
         }
     }
 }
@@ -155,6 +229,13 @@ fn error(kind: DecodeErrorKind, message: impl Into<String>) -> DecodeError {
         kind,
         message: message.into(),
     }
+}
+
+/// A decoded message key: its fields and, with the JSON converter's embedded schema, the
+/// key struct's field schemas.
+struct Key {
+    fields: Vec<(String, Value)>,
+    schemas: Option<Vec<Value>>,
 }
 
 /// Decodes one Kafka message (key and value bytes).
@@ -192,40 +273,63 @@ pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Decoded, Decod
         )
     })?;
     let source = payload.remove("source").unwrap_or(Value::Null);
-    let row_field = if op == Op::Delete { "before" } else { "after" };
-    let row = match op {
-        Op::Truncate => Vec::new(),
-        _ => {
-            let row_value = payload.remove(row_field).unwrap_or(Value::Null);
-            let Value::Object(row_object) = row_value else {
-                return Err(error(
-                    DecodeErrorKind::NotAnEnvelope,
-                    format!("`{row_field}` is missing for op `{op_code}`"),
-                ));
-            };
-            let field_schemas = schema
-                .as_ref()
-                .and_then(|s| struct_field_schema(s, row_field));
-            decode_row(row_object, field_schemas)?
-        }
-    };
     let key = match key {
         Some(bytes) => decode_key(bytes)?,
-        None if op == Op::Truncate => Vec::new(),
+        None if op == Op::Truncate => Key {
+            fields: Vec::new(),
+            schemas: None,
+        },
         None => return Err(error(DecodeErrorKind::MissingKey, "message has no key")),
     };
-    if key.is_empty() && op != Op::Truncate {
+    if key.fields.is_empty() && op != Op::Truncate {
         return Err(error(
             DecodeErrorKind::MissingKey,
             "message key has no fields",
         ));
     }
+    let row_field = if op == Op::Delete { "before" } else { "after" };
+    let row_value = payload.remove(row_field).unwrap_or(Value::Null);
+    let mongo =
+        source.get("connector").and_then(Value::as_str) == Some("mongodb") || row_value.is_string();
+    let row = match (op, row_value) {
+        (Op::Truncate, _) => Vec::new(),
+        (_, Value::Object(row_object)) => {
+            let field_schemas = schema
+                .as_ref()
+                .and_then(|s| struct_field_schema(s, row_field));
+            decode_row(row_object, field_schemas)?
+        }
+        (_, Value::String(document)) => decode_mongo_document(row_field, &document)?,
+        (Op::Delete, Value::Null) => cells_from_key(&key, mongo)?,
+        (Op::Update, Value::Null)
+            if mongo
+                && (payload.contains_key("updateDescription") || payload.contains_key("patch")) =>
+        {
+            return Err(error(
+                DecodeErrorKind::Unsupported,
+                "MongoDB update without the full document (only `patch`/`updateDescription`); \
+                 run the connector with capture.mode=change_streams_update_full",
+            ));
+        }
+        (_, Value::Null) => {
+            return Err(error(
+                DecodeErrorKind::NotAnEnvelope,
+                format!("`{row_field}` is missing for op `{op_code}`"),
+            ));
+        }
+        (_, other) => {
+            return Err(error(
+                DecodeErrorKind::NotAnEnvelope,
+                format!("`{row_field}` is neither an object nor a document string: {other}"),
+            ));
+        }
+    };
     Ok(Decoded::Change(ChangeEvent {
         op,
         source_ts_micros: source_ts_micros(&source, &payload),
         source_pos: source_position(&source),
         row,
-        key,
+        key: key.fields,
     }))
 }
 
@@ -254,21 +358,51 @@ fn struct_field_schema<'a>(envelope: &'a Value, field: &str) -> Option<&'a Vec<V
         .as_array()
 }
 
-fn decode_key(bytes: &[u8]) -> Result<Vec<(String, Value)>, DecodeError> {
+fn decode_key(bytes: &[u8]) -> Result<Key, DecodeError> {
     let json: Value = serde_json::from_slice(bytes).map_err(|err| {
         error(
             DecodeErrorKind::MissingKey,
             format!("key is not JSON: {err}"),
         )
     })?;
-    let (_, payload) = split_schema(json);
+    let (schema, payload) = split_schema(json);
     match payload {
-        Value::Object(object) => Ok(object.into_iter().collect()),
+        Value::Object(object) => Ok(Key {
+            fields: object.into_iter().collect(),
+            schemas: schema
+                .as_ref()
+                .and_then(|s| s.get("fields"))
+                .and_then(Value::as_array)
+                .cloned(),
+        }),
         other => Err(error(
             DecodeErrorKind::MissingKey,
             format!("key is not a JSON object: {other}"),
         )),
     }
+}
+
+/// The row of a delete without `before`: the key's fields. A MongoDB key's `id` holds
+/// the extended-JSON text of `_id`.
+fn cells_from_key(key: &Key, mongo: bool) -> Result<Vec<Cell>, DecodeError> {
+    if mongo
+        && let [(name, id)] = key.fields.as_slice()
+        && name == "id"
+    {
+        let parsed = match id {
+            Value::String(text) => serde_json::from_str(text).unwrap_or_else(|_| id.clone()),
+            other => other.clone(),
+        };
+        let (column_type, value) = infer_extended(&parsed);
+        return Ok(vec![Cell {
+            name: "_id".to_string(),
+            column_type,
+            typed: false,
+            value,
+        }]);
+    }
+    let row: Map<String, Value> = key.fields.iter().cloned().collect();
+    decode_row(row, key.schemas.as_ref())
 }
 
 fn decode_row(
@@ -308,11 +442,143 @@ fn decode_row(
 }
 
 fn bad(name: &str, expected: &str, value: &Value) -> DecodeError {
+    let mut shown = value.to_string();
+    if shown.len() > 200 {
+        let mut end = 200;
+        while !shown.is_char_boundary(end) {
+            end -= 1;
+        }
+        shown.truncate(end);
+        shown.push('…');
+    }
     error(
         DecodeErrorKind::BadValue,
-        format!("column `{name}`: expected {expected}, got {value}"),
+        format!("column `{name}`: expected {expected}, got {shown}"),
     )
 }
+
+/// How a field's JSON value is read, from its Kafka Connect type and logical name.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Reading {
+    Plain(ColumnType),
+    Date,
+    /// Time of day; the value's unit as a divisor/multiplier of microseconds.
+    Time(TimeUnit),
+    Timestamp(TimeUnit),
+    Zoned,
+    /// `shift` folds a negative Connect scale into the unscaled value.
+    Decimal {
+        precision: u8,
+        scale: i8,
+        shift: u32,
+    },
+    /// A Connect decimal too wide for Iceberg, kept as its exact text.
+    WideDecimal {
+        scale: i32,
+    },
+    VariableScaleDecimal,
+    /// Structs, arrays and maps: the JSON text.
+    JsonText,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum TimeUnit {
+    Millis,
+    Micros,
+    Nanos,
+}
+
+impl TimeUnit {
+    fn to_micros(self, raw: i64) -> Option<i64> {
+        match self {
+            TimeUnit::Millis => raw.checked_mul(1000),
+            TimeUnit::Micros => Some(raw),
+            TimeUnit::Nanos => Some(raw.div_euclid(1000)),
+        }
+    }
+}
+
+/// Iceberg decimals carry at most this many digits.
+const MAX_DECIMAL_PRECISION: i64 = 38;
+
+fn reading(schema: &Value) -> Reading {
+    let connect_type = schema
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("string");
+    let logical = schema.get("name").and_then(Value::as_str).unwrap_or("");
+    let parameter = |key: &str| {
+        let raw = schema.get("parameters")?.get(key)?;
+        match raw {
+            Value::String(text) => text.trim().parse::<i64>().ok(),
+            other => other.as_i64(),
+        }
+    };
+    match (logical, connect_type) {
+        ("io.debezium.time.Date" | "org.apache.kafka.connect.data.Date", _) => Reading::Date,
+        ("io.debezium.time.Time" | "org.apache.kafka.connect.data.Time", _) => {
+            Reading::Time(TimeUnit::Millis)
+        }
+        ("io.debezium.time.MicroTime", _) => Reading::Time(TimeUnit::Micros),
+        ("io.debezium.time.NanoTime", _) => Reading::Time(TimeUnit::Nanos),
+        ("io.debezium.time.Timestamp" | "org.apache.kafka.connect.data.Timestamp", _) => {
+            Reading::Timestamp(TimeUnit::Millis)
+        }
+        ("io.debezium.time.MicroTimestamp", _) => Reading::Timestamp(TimeUnit::Micros),
+        ("io.debezium.time.NanoTimestamp", _) => Reading::Timestamp(TimeUnit::Nanos),
+        ("io.debezium.time.ZonedTimestamp", _) => Reading::Zoned,
+        ("org.apache.kafka.connect.data.Decimal", _) => {
+            let scale = parameter("scale").unwrap_or(0).clamp(-1000, 1000);
+            let declared = parameter("connect.decimal.precision")
+                .filter(|p| *p > 0)
+                .unwrap_or(MAX_DECIMAL_PRECISION);
+            // A negative scale (Oracle NUMBER(p, -s)) moves digits left of the point:
+            // fold it into the unscaled value and the precision.
+            let shift = (-scale).max(0);
+            let precision = declared.saturating_add(shift).max(scale);
+            if precision > MAX_DECIMAL_PRECISION {
+                Reading::WideDecimal {
+                    scale: scale as i32,
+                }
+            } else {
+                Reading::Decimal {
+                    precision: precision as u8,
+                    scale: scale.max(0) as i8,
+                    shift: shift as u32,
+                }
+            }
+        }
+        ("io.debezium.data.VariableScaleDecimal", _) => Reading::VariableScaleDecimal,
+        (_, "boolean") => Reading::Plain(ColumnType::Boolean),
+        (_, "int8" | "int16" | "int32") => Reading::Plain(ColumnType::Int),
+        (_, "int64") => Reading::Plain(ColumnType::Long),
+        (_, "float32" | "float") => Reading::Plain(ColumnType::Float),
+        (_, "float64" | "double") => Reading::Plain(ColumnType::Double),
+        (_, "bytes") => Reading::Plain(ColumnType::Binary),
+        (_, "struct" | "array" | "map") => Reading::JsonText,
+        _ => Reading::Plain(ColumnType::String),
+    }
+}
+
+impl Reading {
+    fn column_type(self) -> ColumnType {
+        match self {
+            Reading::Plain(column_type) => column_type,
+            Reading::Date => ColumnType::Date,
+            Reading::Time(_) => ColumnType::Time,
+            Reading::Timestamp(_) => ColumnType::Timestamp,
+            Reading::Zoned => ColumnType::Timestamptz,
+            Reading::Decimal {
+                precision, scale, ..
+            } => ColumnType::Decimal { precision, scale },
+            Reading::WideDecimal { .. } | Reading::VariableScaleDecimal | Reading::JsonText => {
+                ColumnType::String
+            }
+        }
+    }
+}
+
+const MICROS_PER_DAY: i64 = 86_400_000_000;
 
 /// Maps a Kafka Connect field schema and its JSON value to an Iceberg type and value.
 fn decode_typed(
@@ -320,118 +586,154 @@ fn decode_typed(
     schema: &Value,
     value: &Value,
 ) -> Result<(ColumnType, CellValue), DecodeError> {
-    let connect_type = schema
-        .get("type")
-        .and_then(Value::as_str)
-        .unwrap_or("string");
-    let logical = schema.get("name").and_then(Value::as_str).unwrap_or("");
-    let parameter = |key: &str| {
-        schema
-            .get("parameters")
-            .and_then(|p| p.get(key))
-            .and_then(Value::as_str)
-            .and_then(|text| text.parse::<i64>().ok())
-    };
-    let column_type = match (logical, connect_type) {
-        ("io.debezium.time.Date" | "org.apache.kafka.connect.data.Date", _) => ColumnType::Date,
-        (
-            "io.debezium.time.Timestamp"
-            | "io.debezium.time.MicroTimestamp"
-            | "io.debezium.time.NanoTimestamp"
-            | "org.apache.kafka.connect.data.Timestamp",
-            _,
-        ) => ColumnType::Timestamp,
-        ("io.debezium.time.ZonedTimestamp", _) => ColumnType::Timestamptz,
-        ("org.apache.kafka.connect.data.Decimal", _) => {
-            let scale = parameter("scale").unwrap_or(0).clamp(0, 38) as i8;
-            let precision = parameter("connect.decimal.precision")
-                .unwrap_or(38)
-                .clamp(1, 38) as u8;
-            ColumnType::Decimal {
-                precision: precision.max(scale as u8),
-                scale,
-            }
-        }
-        (_, "boolean") => ColumnType::Boolean,
-        (_, "int8" | "int16" | "int32") => ColumnType::Int,
-        (_, "int64") => ColumnType::Long,
-        (_, "float32" | "float") => ColumnType::Float,
-        (_, "float64" | "double") => ColumnType::Double,
-        (_, "bytes") => ColumnType::Binary,
-        _ => ColumnType::String,
-    };
+    let reading = reading(schema);
+    let column_type = reading.column_type();
     if value.is_null() {
         return Ok((column_type, CellValue::Null));
     }
-    let decoded = match column_type {
-        ColumnType::Boolean => CellValue::Boolean(
+    let integer = |expected: &str| value.as_i64().ok_or_else(|| bad(name, expected, value));
+    let decoded = match reading {
+        Reading::Plain(ColumnType::Boolean) => CellValue::Boolean(
             value
                 .as_bool()
                 .ok_or_else(|| bad(name, "a boolean", value))?,
         ),
-        ColumnType::Int => CellValue::Int(
-            value
-                .as_i64()
-                .and_then(|v| i32::try_from(v).ok())
-                .ok_or_else(|| bad(name, "a 32-bit integer", value))?,
+        Reading::Plain(ColumnType::Int) => CellValue::Int(
+            i32::try_from(integer("a 32-bit integer")?)
+                .map_err(|_| bad(name, "a 32-bit integer", value))?,
         ),
-        ColumnType::Long => CellValue::Long(
-            value
-                .as_i64()
-                .ok_or_else(|| bad(name, "an integer", value))?,
-        ),
-        ColumnType::Float => {
-            CellValue::Float(value.as_f64().ok_or_else(|| bad(name, "a number", value))? as f32)
+        Reading::Plain(ColumnType::Long) => CellValue::Long(integer("an integer")?),
+        Reading::Plain(ColumnType::Float) => {
+            CellValue::Float(float(value).ok_or_else(|| bad(name, "a number", value))? as f32)
         }
-        ColumnType::Double => {
-            CellValue::Double(value.as_f64().ok_or_else(|| bad(name, "a number", value))?)
+        Reading::Plain(ColumnType::Double) => {
+            CellValue::Double(float(value).ok_or_else(|| bad(name, "a number", value))?)
         }
-        ColumnType::Binary => CellValue::Binary(
+        Reading::Plain(ColumnType::Binary) => CellValue::Binary(
             value
                 .as_str()
-                .and_then(|text| base64::engine::general_purpose::STANDARD.decode(text).ok())
+                .and_then(base64_bytes)
                 .ok_or_else(|| bad(name, "base64 bytes", value))?,
         ),
-        ColumnType::Date => CellValue::Date(
-            value
-                .as_i64()
-                .and_then(|v| i32::try_from(v).ok())
-                .ok_or_else(|| bad(name, "days since epoch", value))?,
+        Reading::Plain(_) => CellValue::String(json_text(value)),
+        Reading::Date => CellValue::Date(
+            i32::try_from(integer("days since epoch")?)
+                .map_err(|_| bad(name, "days since epoch", value))?,
         ),
-        ColumnType::Timestamp => {
-            let raw = value
-                .as_i64()
-                .ok_or_else(|| bad(name, "an epoch timestamp", value))?;
-            CellValue::Micros(match logical {
-                "io.debezium.time.MicroTimestamp" => raw,
-                "io.debezium.time.NanoTimestamp" => raw.div_euclid(1000),
-                _ => raw.saturating_mul(1000),
-            })
+        Reading::Time(unit) => {
+            let micros = unit
+                .to_micros(integer("a time of day")?)
+                .filter(|us| (0..MICROS_PER_DAY).contains(us))
+                .ok_or_else(|| bad(name, "a time of day within 00:00..24:00", value))?;
+            CellValue::Time(micros)
         }
-        ColumnType::Timestamptz => {
-            let text = value
+        Reading::Timestamp(unit) => CellValue::Micros(
+            unit.to_micros(integer("an epoch timestamp")?)
+                .ok_or_else(|| bad(name, "an epoch timestamp within ±292,000 years", value))?,
+        ),
+        Reading::Zoned => CellValue::Micros(
+            value
                 .as_str()
-                .ok_or_else(|| bad(name, "an ISO-8601 timestamp", value))?;
-            let parsed = chrono::DateTime::parse_from_rfc3339(text)
-                .map_err(|_| bad(name, "an ISO-8601 timestamp", value))?;
-            CellValue::Micros(parsed.timestamp_micros())
-        }
-        ColumnType::Decimal { .. } => {
-            let bytes = value
+                .and_then(parse_zoned_timestamp)
+                .ok_or_else(|| bad(name, "an ISO-8601 timestamp with offset", value))?,
+        ),
+        Reading::Decimal {
+            precision,
+            scale,
+            shift,
+        } => CellValue::Decimal(decimal_value(value, precision, scale, shift).ok_or_else(
+            || {
+                bad(
+                    name,
+                    &format!(
+                        "a decimal({precision}, {scale}) as base64 bytes, or as a JSON number \
+                         only when an f64 holds it exactly (an integer, or precision ≤ 15)"
+                    ),
+                    value,
+                )
+            },
+        )?),
+        Reading::WideDecimal { scale } => CellValue::String(match value {
+            // `decimal.format=NUMERIC`: only integers survive JSON parsing exactly.
+            Value::Number(number) if number.is_i64() || number.is_u64() => {
+                let mut text = number.to_string();
+                if scale > 0 {
+                    text.push('.');
+                    text.extend(std::iter::repeat_n('0', scale.unsigned_abs() as usize));
+                }
+                text
+            }
+            other => other
                 .as_str()
-                .and_then(|text| base64::engine::general_purpose::STANDARD.decode(text).ok())
-                .ok_or_else(|| bad(name, "base64 decimal bytes", value))?;
-            CellValue::Decimal(
-                unscaled_from_bytes(&bytes)
-                    .ok_or_else(|| bad(name, "a decimal of at most 16 bytes", value))?,
-            )
-        }
-        ColumnType::String => CellValue::String(match value {
-            Value::String(text) => text.clone(),
-            other => other.to_string(),
+                .and_then(base64_bytes)
+                .and_then(|bytes| decimal_text(&bytes, scale))
+                .ok_or_else(|| bad(name, "base64 decimal bytes", value))?,
         }),
+        Reading::VariableScaleDecimal => CellValue::String(
+            variable_scale_decimal(value)
+                .ok_or_else(|| bad(name, "a {scale, value} decimal struct", value))?,
+        ),
+        Reading::JsonText => CellValue::String(json_text(value)),
     };
     Ok((column_type, decoded))
+}
+
+/// A string as itself, anything else as its JSON text.
+fn json_text(value: &Value) -> String {
+    match value {
+        Value::String(text) => text.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A JSON number, or the strings Jackson writes for non-finite doubles.
+fn float(value: &Value) -> Option<f64> {
+    match value {
+        Value::Number(number) => number.as_f64(),
+        Value::String(text) => match text.as_str() {
+            "NaN" => Some(f64::NAN),
+            "Infinity" => Some(f64::INFINITY),
+            "-Infinity" => Some(f64::NEG_INFINITY),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn base64_bytes(text: &str) -> Option<Vec<u8>> {
+    base64::engine::general_purpose::STANDARD.decode(text).ok()
+}
+
+/// RFC 3339 as Debezium's `ZonedTimestamp` writes it; seconds may be absent.
+fn parse_zoned_timestamp(text: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .or_else(|_| chrono::DateTime::parse_from_str(text, "%Y-%m-%dT%H:%M%#z"))
+        .ok()
+        .map(|parsed| parsed.timestamp_micros())
+}
+
+/// The unscaled value of a Connect decimal: base64 bytes, or a JSON number
+/// (`decimal.format=NUMERIC`) that must be exact at `scale`. Checked against `precision`.
+fn decimal_value(value: &Value, precision: u8, scale: i8, shift: u32) -> Option<i128> {
+    let unscaled = match value {
+        Value::String(text) => {
+            unscaled_from_bytes(&base64_bytes(text)?)?.checked_mul(10i128.checked_pow(shift)?)?
+        }
+        // Without serde_json's `arbitrary_precision` a fractional number is an f64: its
+        // shortest text is the sent text only up to 15 significant digits.
+        Value::Number(number) if number.is_i64() || number.is_u64() || precision <= 15 => {
+            decimal_text_to_unscaled(&number.to_string(), i32::from(scale))?
+        }
+        _ => return None,
+    };
+    (unscaled.unsigned_abs() < 10u128.pow(u32::from(precision))).then_some(unscaled)
+}
+
+/// `{"scale": 3, "value": "MDk="}` → `"12.345"`.
+fn variable_scale_decimal(value: &Value) -> Option<String> {
+    let scale = i32::try_from(value.get("scale")?.as_i64()?).ok()?;
+    let bytes = base64_bytes(value.get("value")?.as_str()?)?;
+    decimal_text(&bytes, scale)
 }
 
 /// Big-endian two's-complement bytes to an i128.
@@ -443,6 +745,110 @@ fn unscaled_from_bytes(bytes: &[u8]) -> Option<i128> {
     let mut buffer = if negative { [0xffu8; 16] } else { [0u8; 16] };
     buffer[16 - bytes.len()..].copy_from_slice(bytes);
     Some(i128::from_be_bytes(buffer))
+}
+
+/// Longest unscaled value (in bytes) and scale magnitude written out as text; Postgres
+/// `NUMERIC` can be far longer, but no real column is.
+const MAX_TEXT_DECIMAL_BYTES: usize = 1024;
+const MAX_TEXT_DECIMAL_SCALE: i32 = 1000;
+
+/// Big-endian two's-complement bytes at `scale` to exact decimal text (`"-0.050"`).
+fn decimal_text(bytes: &[u8], scale: i32) -> Option<String> {
+    if bytes.is_empty()
+        || bytes.len() > MAX_TEXT_DECIMAL_BYTES
+        || scale.unsigned_abs() > MAX_TEXT_DECIMAL_SCALE.unsigned_abs()
+    {
+        return None;
+    }
+    let negative = bytes[0] & 0x80 != 0;
+    let mut magnitude = bytes.to_vec();
+    if negative {
+        // Two's complement: invert and add one.
+        for byte in &mut magnitude {
+            *byte = !*byte;
+        }
+        for byte in magnitude.iter_mut().rev() {
+            let (sum, carry) = byte.overflowing_add(1);
+            *byte = sum;
+            if !carry {
+                break;
+            }
+        }
+    }
+    // Repeated division by ten, least significant digit first.
+    let mut digits = Vec::new();
+    let mut start = magnitude
+        .iter()
+        .position(|b| *b != 0)
+        .unwrap_or(magnitude.len());
+    while start < magnitude.len() {
+        let mut remainder = 0u32;
+        for byte in &mut magnitude[start..] {
+            let current = (remainder << 8) | u32::from(*byte);
+            *byte = (current / 10) as u8;
+            remainder = current % 10;
+        }
+        digits.push(b'0' + remainder as u8);
+        while start < magnitude.len() && magnitude[start] == 0 {
+            start += 1;
+        }
+    }
+    if digits.is_empty() {
+        digits.push(b'0');
+    }
+    digits.reverse();
+    let mut text = String::from_utf8(digits).ok()?;
+    if scale < 0 && text != "0" {
+        text.extend(std::iter::repeat_n('0', scale.unsigned_abs() as usize));
+    } else if scale > 0 {
+        let scale = scale as usize;
+        if text.len() <= scale {
+            text = format!("{}{text}", "0".repeat(scale + 1 - text.len()));
+        }
+        text.insert(text.len() - scale, '.');
+    }
+    if negative {
+        text.insert(0, '-');
+    }
+    Some(text)
+}
+
+/// Decimal text (`"-12.5"`, `"1.25e3"`) to its unscaled value at `scale`, when exact.
+fn decimal_text_to_unscaled(text: &str, scale: i32) -> Option<i128> {
+    let (negative, unsigned) = match text.strip_prefix('-') {
+        Some(rest) => (true, rest),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    let (mantissa, exponent) = match unsigned.split_once(['e', 'E']) {
+        Some((mantissa, exponent)) => (mantissa, exponent.parse::<i32>().ok()?),
+        None => (unsigned, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let digits = format!("{whole}{fraction}");
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let fraction_len = i32::try_from(fraction.len()).ok()?;
+    // value = digits × 10^(exponent − fraction_len); unscaled = value × 10^scale.
+    let shift = scale.checked_add(exponent)?.checked_sub(fraction_len)?;
+    let digits = digits.trim_start_matches('0');
+    let unscaled: i128 = if digits.is_empty() {
+        0
+    } else if shift >= 0 {
+        let base: i128 = digits.parse().ok()?;
+        base.checked_mul(10i128.checked_pow(u32::try_from(shift).ok()?)?)?
+    } else {
+        let cut = usize::try_from(shift.unsigned_abs()).ok()?;
+        if cut >= digits.len() {
+            return None; // nonzero digits would be dropped
+        }
+        let (kept, dropped) = digits.split_at(digits.len() - cut);
+        if dropped.bytes().any(|b| b != b'0') {
+            return None;
+        }
+        kept.parse().ok()?
+    };
+    Some(if negative { -unscaled } else { unscaled })
 }
 
 /// Infers a type from a schemaless JSON value.
@@ -458,8 +864,107 @@ fn infer(value: &Value) -> (ColumnType, CellValue) {
             ),
         },
         Value::String(s) => (ColumnType::String, CellValue::String(s.clone())),
+        Value::Object(object)
+            if object.len() == 2
+                && object.contains_key("scale")
+                && object.contains_key("value") =>
+        {
+            // A schemaless `VariableScaleDecimal`; anything else of that shape stays JSON.
+            match variable_scale_decimal(value) {
+                Some(text) => (ColumnType::String, CellValue::String(text)),
+                None => (ColumnType::String, CellValue::String(value.to_string())),
+            }
+        }
         other => (ColumnType::String, CellValue::String(other.to_string())),
     }
+}
+
+/// Parses a MongoDB extended-JSON document (`after`/`before`) into inferred cells.
+fn decode_mongo_document(field: &str, document: &str) -> Result<Vec<Cell>, DecodeError> {
+    let parsed: Value = serde_json::from_str(document).map_err(|err| {
+        error(
+            DecodeErrorKind::BadJson,
+            format!("`{field}` is not an extended-JSON document: {err}"),
+        )
+    })?;
+    let Value::Object(object) = parsed else {
+        return Err(error(
+            DecodeErrorKind::NotAnEnvelope,
+            format!("`{field}` is not a document"),
+        ));
+    };
+    Ok(object
+        .into_iter()
+        .map(|(name, value)| {
+            let (column_type, value) = infer_extended(&value);
+            Cell {
+                name,
+                column_type,
+                typed: false,
+                value,
+            }
+        })
+        .collect())
+}
+
+/// Infers a type from a MongoDB extended-JSON value (relaxed, canonical or legacy form).
+fn infer_extended(value: &Value) -> (ColumnType, CellValue) {
+    let Value::Object(object) = value else {
+        return infer(value);
+    };
+    let wrapper = object.iter().next().filter(|_| object.len() <= 2);
+    let Some((tag, inner)) = wrapper else {
+        return (ColumnType::String, CellValue::String(value.to_string()));
+    };
+    let text = inner.as_str();
+    let typed = match (tag.as_str(), object.len()) {
+        ("$oid" | "$symbol" | "$uuid", 1) => {
+            text.map(|t| (ColumnType::String, CellValue::String(t.to_string())))
+        }
+        ("$numberLong" | "$numberInt", 1) => text
+            .and_then(|t| t.parse::<i64>().ok())
+            .map(|l| (ColumnType::Long, CellValue::Long(l))),
+        ("$numberDouble", 1) => text
+            .and_then(|t| match t {
+                "NaN" => Some(f64::NAN),
+                "Infinity" => Some(f64::INFINITY),
+                "-Infinity" => Some(f64::NEG_INFINITY),
+                _ => t.parse::<f64>().ok(),
+            })
+            .map(|d| (ColumnType::Double, CellValue::Double(d))),
+        // No fixed scale: keep the exact text, as for `VariableScaleDecimal`.
+        ("$numberDecimal", 1) => {
+            text.map(|t| (ColumnType::String, CellValue::String(t.to_string())))
+        }
+        ("$date", 1) => {
+            mongo_date(inner).map(|us| (ColumnType::Timestamptz, CellValue::Micros(us)))
+        }
+        ("$binary", _) => {
+            let encoded = match inner {
+                Value::Object(canonical) if object.len() == 1 => {
+                    canonical.get("base64").and_then(Value::as_str)
+                }
+                Value::String(legacy) if object.contains_key("$type") => Some(legacy.as_str()),
+                _ => None,
+            };
+            encoded
+                .and_then(base64_bytes)
+                .map(|bytes| (ColumnType::Binary, CellValue::Binary(bytes)))
+        }
+        _ => None,
+    };
+    typed.unwrap_or_else(|| (ColumnType::String, CellValue::String(value.to_string())))
+}
+
+/// `{"$date": ..}` in its three spellings: epoch ms, ISO-8601, `{"$numberLong": ms}`.
+fn mongo_date(inner: &Value) -> Option<i64> {
+    let millis = match inner {
+        Value::Number(number) => number.as_i64()?,
+        Value::String(text) => return parse_zoned_timestamp(text),
+        Value::Object(object) => object.get("$numberLong")?.as_str()?.parse().ok()?,
+        _ => return None,
+    };
+    millis.checked_mul(1000)
 }
 
 fn source_ts_micros(source: &Value, payload: &Map<String, Value>) -> Option<i64> {
@@ -474,7 +979,8 @@ fn source_ts_micros(source: &Value, payload: &Map<String, Value>) -> Option<i64>
 }
 
 /// A position that sorts in log order within one connector: MySQL binlog file, position
-/// and row; Postgres LSN; MongoDB oplog time and ordinal. Numbers are zero-padded.
+/// and row; Postgres LSN; MongoDB oplog time (`ts_ms`, whole seconds) and ordinal within
+/// that second. Numbers are zero-padded.
 pub fn source_position(source: &Value) -> Option<String> {
     let number = |key: &str| source.get(key).and_then(Value::as_i64);
     if let (Some(file), Some(pos)) = (source.get("file").and_then(Value::as_str), number("pos")) {
@@ -608,5 +1114,804 @@ mod tests {
         assert_eq!(unscaled_from_bytes(&[0xff]), Some(-1));
         assert_eq!(unscaled_from_bytes(&[0xfb, 0x2e]), Some(-1234));
         assert_eq!(unscaled_from_bytes(&[0x00, 0x80]), Some(128));
+    }
+
+    // ---- helpers for one-column envelopes -------------------------------------------------
+
+    /// A `c` event whose `after` has the single field `v` with `field_schema`, as the JSON
+    /// converter writes it with `schemas.enable=true`.
+    fn typed_event(field_schema: Value, value: Value) -> Vec<u8> {
+        let mut field = field_schema;
+        field["field"] = json!("v");
+        field["optional"] = json!(true);
+        let id = json!({"field": "id", "type": "int32", "optional": false});
+        json!({
+            "schema": {"type": "struct", "name": "dbserver1.inventory.t.Envelope", "fields": [
+                {"field": "before", "type": "struct", "optional": true, "fields": [id, field]},
+                {"field": "after", "type": "struct", "optional": true, "fields": [id, field]},
+                {"field": "source", "type": "struct", "fields": []},
+                {"field": "op", "type": "string"},
+                {"field": "ts_ms", "type": "int64", "optional": true}
+            ]},
+            "payload": {
+                "before": null,
+                "after": {"id": 1, "v": value},
+                "source": {"connector": "postgresql", "lsn": 24023128, "ts_ms": 1700000000000i64},
+                "op": "c", "ts_ms": 1700000000100i64
+            }
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    fn schemaless_event(value: Value) -> Vec<u8> {
+        json!({"before": null, "after": {"id": 1, "v": value},
+               "source": {"connector": "mysql", "file": "binlog.000001", "pos": 4, "ts_ms": 1},
+               "op": "c"})
+        .to_string()
+        .into_bytes()
+    }
+
+    fn change(value: &[u8]) -> ChangeEvent {
+        match decode(Some(br#"{"id":1}"#), Some(value)).unwrap() {
+            Decoded::Change(event) => event,
+            Decoded::Tombstone => panic!("expected a change"),
+        }
+    }
+
+    fn cell_v(value: &[u8]) -> (ColumnType, CellValue) {
+        let event = change(value);
+        let cell = event.row.iter().find(|c| c.name == "v").expect("column v");
+        (cell.column_type, cell.value.clone())
+    }
+
+    fn typed(schema: Value, value: Value) -> (ColumnType, CellValue) {
+        cell_v(&typed_event(schema, value))
+    }
+
+    fn typed_err(schema: Value, value: Value) -> DecodeErrorKind {
+        decode(Some(br#"{"id":1}"#), Some(&typed_event(schema, value)))
+            .unwrap_err()
+            .kind
+    }
+
+    fn schemaless(value: Value) -> (ColumnType, CellValue) {
+        cell_v(&schemaless_event(value))
+    }
+
+    fn logical(connect_type: &str, name: &str) -> Value {
+        json!({"type": connect_type, "name": name, "version": 1})
+    }
+
+    fn decimal_schema(precision: i64, scale: i64) -> Value {
+        json!({"type": "bytes", "name": "org.apache.kafka.connect.data.Decimal", "version": 1,
+               "parameters": {"scale": scale.to_string(),
+                              "connect.decimal.precision": precision.to_string()}})
+    }
+
+    /// Minimal big-endian two's complement, as Java's `BigInteger.toByteArray`.
+    fn twos_complement(value: i128) -> Vec<u8> {
+        let bytes = value.to_be_bytes();
+        let mut start = 0;
+        while start < 15 {
+            let (head, next) = (bytes[start], bytes[start + 1]);
+            if (head == 0x00 && next & 0x80 == 0) || (head == 0xff && next & 0x80 != 0) {
+                start += 1;
+            } else {
+                break;
+            }
+        }
+        bytes[start..].to_vec()
+    }
+
+    fn b64(bytes: &[u8]) -> String {
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    }
+
+    // ---- temporal types ---------------------------------------------------------------------
+
+    #[test]
+    fn date_is_days_since_epoch() {
+        let date = logical("int32", "io.debezium.time.Date");
+        assert_eq!(
+            typed(date, json!(19723)),
+            (ColumnType::Date, CellValue::Date(19723))
+        );
+        let connect = logical("int32", "org.apache.kafka.connect.data.Date");
+        assert_eq!(
+            typed(connect, json!(-1)),
+            (ColumnType::Date, CellValue::Date(-1))
+        );
+        // Schemaless: a plain integer, coerced to date by bronze when the column is a date.
+        assert_eq!(
+            schemaless(json!(19723)),
+            (ColumnType::Long, CellValue::Long(19723))
+        );
+    }
+
+    #[test]
+    fn time_is_milliseconds_since_midnight() {
+        // MySQL TIME(3) / Postgres TIME(3) with adaptive precision: int32 ms.
+        let time = logical("int32", "io.debezium.time.Time");
+        assert_eq!(
+            typed(time, json!(45_296_789)), // 12:34:56.789
+            (ColumnType::Time, CellValue::Time(45_296_789_000))
+        );
+        let connect = logical("int32", "org.apache.kafka.connect.data.Time");
+        assert_eq!(
+            typed(connect, json!(1000)),
+            (ColumnType::Time, CellValue::Time(1_000_000))
+        );
+    }
+
+    #[test]
+    fn micro_time_and_nano_time() {
+        let micro = logical("int64", "io.debezium.time.MicroTime");
+        assert_eq!(
+            typed(micro.clone(), json!(45_296_789_123i64)),
+            (ColumnType::Time, CellValue::Time(45_296_789_123))
+        );
+        let nano = logical("int64", "io.debezium.time.NanoTime");
+        assert_eq!(
+            typed(nano, json!(45_296_789_123_456i64)),
+            (ColumnType::Time, CellValue::Time(45_296_789_123))
+        );
+        // MySQL TIME as a duration (-01:00:00, 25:00:00) and Postgres 24:00:00 do not fit
+        // Iceberg time.
+        assert_eq!(
+            typed_err(micro.clone(), json!(-3_600_000_000i64)),
+            DecodeErrorKind::BadValue
+        );
+        assert_eq!(
+            typed_err(micro, json!(86_400_000_000i64)),
+            DecodeErrorKind::BadValue
+        );
+    }
+
+    #[test]
+    fn timestamps_in_three_units() {
+        let ms = logical("int64", "io.debezium.time.Timestamp");
+        assert_eq!(
+            typed(ms, json!(1_529_476_623_000i64)), // DATETIME 2018-06-20 06:37:03
+            (
+                ColumnType::Timestamp,
+                CellValue::Micros(1_529_476_623_000_000)
+            )
+        );
+        let connect = logical("int64", "org.apache.kafka.connect.data.Timestamp");
+        assert_eq!(
+            typed(connect, json!(-1)),
+            (ColumnType::Timestamp, CellValue::Micros(-1000))
+        );
+        let us = logical("int64", "io.debezium.time.MicroTimestamp");
+        assert_eq!(
+            typed(us, json!(1_529_476_623_123_456i64)),
+            (
+                ColumnType::Timestamp,
+                CellValue::Micros(1_529_476_623_123_456)
+            )
+        );
+        let ns = logical("int64", "io.debezium.time.NanoTimestamp");
+        assert_eq!(
+            typed(ns.clone(), json!(1_529_476_623_123_456_789i64)),
+            (
+                ColumnType::Timestamp,
+                CellValue::Micros(1_529_476_623_123_456)
+            )
+        );
+        // Before the epoch, truncation goes towards the past.
+        assert_eq!(
+            typed(ns, json!(-1)),
+            (ColumnType::Timestamp, CellValue::Micros(-1))
+        );
+        let overflow = logical("int64", "io.debezium.time.Timestamp");
+        assert_eq!(
+            typed_err(overflow, json!(i64::MAX)),
+            DecodeErrorKind::BadValue
+        );
+    }
+
+    #[test]
+    fn zoned_timestamp_is_timestamptz_in_utc() {
+        let zoned = logical("string", "io.debezium.time.ZonedTimestamp");
+        assert_eq!(
+            typed(zoned.clone(), json!("2018-06-20T13:37:03Z")),
+            (
+                ColumnType::Timestamptz,
+                CellValue::Micros(1_529_501_823_000_000)
+            )
+        );
+        assert_eq!(
+            typed(zoned.clone(), json!("2018-06-20T15:37:03.123456+02:00")),
+            (
+                ColumnType::Timestamptz,
+                CellValue::Micros(1_529_501_823_123_456)
+            )
+        );
+        assert_eq!(
+            typed_err(zoned, json!("yesterday")),
+            DecodeErrorKind::BadValue
+        );
+        // Schemaless: the ISO text; bronze parses it into a timestamptz column.
+        assert_eq!(
+            schemaless(json!("2018-06-20T13:37:03Z")),
+            (
+                ColumnType::String,
+                CellValue::String("2018-06-20T13:37:03Z".into())
+            )
+        );
+    }
+
+    #[test]
+    fn zoned_time_interval_year_and_duration_keep_their_form() {
+        assert_eq!(
+            typed(
+                logical("string", "io.debezium.time.ZonedTime"),
+                json!("13:37:03.5Z")
+            ),
+            (ColumnType::String, CellValue::String("13:37:03.5Z".into()))
+        );
+        assert_eq!(
+            typed(
+                logical("string", "io.debezium.time.Interval"),
+                json!("P1Y2M3DT4H5M6.78S")
+            ),
+            (
+                ColumnType::String,
+                CellValue::String("P1Y2M3DT4H5M6.78S".into())
+            )
+        );
+        assert_eq!(
+            typed(logical("int32", "io.debezium.time.Year"), json!(2024)),
+            (ColumnType::Int, CellValue::Int(2024))
+        );
+        assert_eq!(
+            typed(
+                logical("int64", "io.debezium.time.MicroDuration"),
+                json!(3_600_000_000i64)
+            ),
+            (ColumnType::Long, CellValue::Long(3_600_000_000))
+        );
+    }
+
+    // ---- numbers ---------------------------------------------------------------------------
+
+    #[test]
+    fn connect_decimal_from_base64_and_from_numeric_format() {
+        // -12.34 at scale 2: unscaled -1234 = 0xFB2E.
+        assert_eq!(
+            typed(decimal_schema(10, 2), json!("+y4=")),
+            (
+                ColumnType::Decimal {
+                    precision: 10,
+                    scale: 2
+                },
+                CellValue::Decimal(-1234)
+            )
+        );
+        // decimal.format=NUMERIC writes a JSON number.
+        assert_eq!(
+            typed(decimal_schema(10, 2), json!(12.3)).1,
+            CellValue::Decimal(1230)
+        );
+        assert_eq!(
+            typed_err(decimal_schema(10, 2), json!(12.345)),
+            DecodeErrorKind::BadValue
+        );
+        // Beyond 15 digits a fractional JSON number has already lost digits to f64.
+        assert_eq!(
+            typed_err(decimal_schema(20, 2), json!(12.3)),
+            DecodeErrorKind::BadValue
+        );
+        assert_eq!(
+            typed(decimal_schema(20, 2), json!(123_456_789_012_345_678u64)).1,
+            CellValue::Decimal(12_345_678_901_234_567_800)
+        );
+        assert_eq!(
+            typed(decimal_schema(65, 2), json!(7)).1,
+            CellValue::String("7.00".into())
+        );
+        // 10^10 does not fit decimal(10, 0).
+        assert_eq!(
+            typed_err(
+                decimal_schema(10, 0),
+                json!(b64(&twos_complement(10_000_000_000)))
+            ),
+            DecodeErrorKind::BadValue
+        );
+        // Schemaless: the base64 text, coerced by bronze once the column is typed.
+        assert_eq!(
+            schemaless(json!("+y4=")),
+            (ColumnType::String, CellValue::String("+y4=".into()))
+        );
+    }
+
+    #[test]
+    fn negative_scale_folds_into_the_precision() {
+        // NUMBER(5, -2): unscaled 123 means 12300.
+        assert_eq!(
+            typed(decimal_schema(5, -2), json!(b64(&[123]))),
+            (
+                ColumnType::Decimal {
+                    precision: 7,
+                    scale: 0
+                },
+                CellValue::Decimal(12300)
+            )
+        );
+    }
+
+    #[test]
+    fn decimals_wider_than_38_digits_become_exact_text() {
+        // MySQL DECIMAL(65, 2) holding 2^128 / 100.
+        let mut bytes = vec![0x01];
+        bytes.extend([0u8; 16]);
+        assert_eq!(
+            typed(decimal_schema(65, 2), json!(b64(&bytes))),
+            (
+                ColumnType::String,
+                CellValue::String("3402823669209384634633746074317682114.56".into())
+            )
+        );
+        let mut negative = vec![0xff];
+        negative.extend([0u8; 16]);
+        assert_eq!(
+            typed(decimal_schema(65, 2), json!(b64(&negative))).1,
+            CellValue::String("-3402823669209384634633746074317682114.56".into())
+        );
+    }
+
+    #[test]
+    fn variable_scale_decimal_is_exact_text() {
+        let schema = json!({"type": "struct", "name": "io.debezium.data.VariableScaleDecimal",
+            "version": 1, "fields": [
+                {"field": "scale", "type": "int32", "optional": false},
+                {"field": "value", "type": "bytes", "optional": false}]});
+        // 12.340: unscaled 12340 = 0x3034, scale 3.
+        let value = json!({"scale": 3, "value": b64(&[0x30, 0x34])});
+        assert_eq!(
+            typed(schema.clone(), value.clone()),
+            (ColumnType::String, CellValue::String("12.340".into()))
+        );
+        assert_eq!(
+            typed(schema, json!({"scale": 4, "value": b64(&[0xff])})).1,
+            CellValue::String("-0.0001".into())
+        );
+        // Schemaless, the struct arrives as an object of the same shape.
+        assert_eq!(
+            schemaless(value),
+            (ColumnType::String, CellValue::String("12.340".into()))
+        );
+    }
+
+    #[test]
+    fn decimal_handling_modes_string_and_double() {
+        assert_eq!(
+            typed(json!({"type": "string"}), json!("12.340")),
+            (ColumnType::String, CellValue::String("12.340".into()))
+        );
+        assert_eq!(
+            typed(json!({"type": "double"}), json!(12.34)),
+            (ColumnType::Double, CellValue::Double(12.34))
+        );
+        // Postgres NUMERIC 'NaN' in double mode; Jackson quotes non-finite numbers.
+        let (column_type, value) = typed(json!({"type": "float64"}), json!("NaN"));
+        assert_eq!(column_type, ColumnType::Double);
+        assert!(matches!(value, CellValue::Double(d) if d.is_nan()));
+        assert_eq!(
+            typed(json!({"type": "float32"}), json!("-Infinity")),
+            (ColumnType::Float, CellValue::Float(f32::NEG_INFINITY))
+        );
+    }
+
+    #[test]
+    fn small_integers_are_int() {
+        assert_eq!(
+            typed(json!({"type": "int8"}), json!(-128)),
+            (ColumnType::Int, CellValue::Int(-128))
+        );
+        assert_eq!(
+            typed(json!({"type": "int16"}), json!(255)), // MySQL TINYINT UNSIGNED
+            (ColumnType::Int, CellValue::Int(255))
+        );
+        assert_eq!(
+            typed_err(json!({"type": "int32"}), json!(1i64 << 40)),
+            DecodeErrorKind::BadValue
+        );
+    }
+
+    // ---- other logical names ---------------------------------------------------------------
+
+    #[test]
+    fn string_logical_types_keep_their_text() {
+        for (name, text) in [
+            ("io.debezium.data.Json", r#"{"a": [1, 2]}"#),
+            ("io.debezium.data.Enum", "shipped"),
+            ("io.debezium.data.EnumSet", "red,green"),
+            (
+                "io.debezium.data.Uuid",
+                "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11",
+            ),
+            ("io.debezium.data.Xml", "<a>1</a>"),
+        ] {
+            assert_eq!(
+                typed(logical("string", name), json!(text)),
+                (ColumnType::String, CellValue::String(text.into())),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn bits_are_binary() {
+        // BIT(10) b'1000000001': little-endian bytes 0x01 0x02.
+        let schema = json!({"type": "bytes", "name": "io.debezium.data.Bits", "version": 1,
+                            "parameters": {"length": "10"}});
+        assert_eq!(
+            typed(schema, json!("AQI=")),
+            (ColumnType::Binary, CellValue::Binary(vec![0x01, 0x02]))
+        );
+    }
+
+    #[test]
+    fn geometry_and_arrays_are_json_text() {
+        let point = json!({"type": "struct", "name": "io.debezium.data.geometry.Point",
+            "version": 1, "fields": [
+                {"field": "x", "type": "float64"}, {"field": "y", "type": "float64"},
+                {"field": "wkb", "type": "bytes", "optional": true},
+                {"field": "srid", "type": "int32", "optional": true}]});
+        let value = json!({"x": 1.5, "y": 2.0, "wkb": null, "srid": null});
+        let (column_type, cell) = typed(point, value.clone());
+        assert_eq!(column_type, ColumnType::String);
+        let CellValue::String(text) = cell else {
+            panic!("expected text")
+        };
+        assert_eq!(serde_json::from_str::<Value>(&text).unwrap(), value);
+        let geometry = json!({"type": "struct", "name": "io.debezium.data.geometry.Geometry",
+            "fields": [{"field": "wkb", "type": "bytes"}, {"field": "srid", "type": "int32"}]});
+        assert_eq!(
+            typed(geometry, json!({"wkb": "AQEAAAA=", "srid": 4326})).0,
+            ColumnType::String
+        );
+        let array = json!({"type": "array", "items": {"type": "int32"}});
+        assert_eq!(
+            typed(array, json!([1, 2, 3])),
+            (ColumnType::String, CellValue::String("[1,2,3]".into()))
+        );
+        assert_eq!(
+            schemaless(json!(["a", "b"])),
+            (ColumnType::String, CellValue::String(r#"["a","b"]"#.into()))
+        );
+    }
+
+    // ---- envelopes -------------------------------------------------------------------------
+
+    #[test]
+    fn postgres_delete_without_before_takes_the_row_from_the_key() {
+        let key = json!({
+            "schema": {"type": "struct", "name": "dbserver1.public.customers.Key", "optional": false,
+                       "fields": [{"field": "id", "type": "int32", "optional": false}]},
+            "payload": {"id": 1004}
+        })
+        .to_string();
+        let value = json!({
+            "schema": {"type": "struct", "fields": []},
+            "payload": {"before": null, "after": null,
+                        "source": {"connector": "postgresql", "lsn": 46523128, "ts_ms": 1559033904863i64},
+                        "op": "d", "ts_ms": 1559033904961i64}
+        })
+        .to_string();
+        let Decoded::Change(event) = decode(Some(key.as_bytes()), Some(value.as_bytes())).unwrap()
+        else {
+            panic!("expected a change");
+        };
+        assert_eq!(event.op, Op::Delete);
+        assert_eq!(
+            event.row,
+            vec![Cell {
+                name: "id".into(),
+                column_type: ColumnType::Int,
+                typed: true,
+                value: CellValue::Int(1004),
+            }]
+        );
+        // Schemaless key: inferred.
+        let bare = br#"{"before":null,"after":null,"source":{"lsn":5},"op":"d"}"#;
+        let Decoded::Change(event) = decode(Some(br#"{"id":7}"#), Some(bare)).unwrap() else {
+            panic!("expected a change");
+        };
+        assert_eq!(event.row[0].value, CellValue::Long(7));
+        // An insert without `after` is still not an envelope.
+        let broken = br#"{"before":null,"after":null,"source":{},"op":"c"}"#;
+        assert_eq!(
+            decode(Some(br#"{"id":7}"#), Some(broken)).unwrap_err().kind,
+            DecodeErrorKind::NotAnEnvelope
+        );
+    }
+
+    const MONGO_KEY: &str = r#"{"schema":{"type":"struct","fields":[{"type":"string","optional":false,"field":"id"}],"optional":false,"name":"fulfillment.inventory.customers.Key"},"payload":{"id":"{\"$oid\": \"5cebf1d4ea8a6ed1a4c1bd77\"}"}}"#;
+
+    fn mongo_event(op: &str, before: Value, after: Value, extra: Value) -> Vec<u8> {
+        let json_field = |name: &str| {
+            json!({"type": "string", "optional": true, "name": "io.debezium.data.Json",
+                   "version": 1, "field": name})
+        };
+        let mut payload = json!({
+            "before": before, "after": after,
+            "source": {"version": "2.5.0.Final", "connector": "mongodb", "name": "fulfillment",
+                       "ts_ms": 1558965508000i64, "snapshot": "false", "db": "inventory",
+                       "rs": "rs0", "collection": "customers", "ord": 31,
+                       "lsid": null, "txnNumber": null},
+            "op": op, "ts_ms": 1558965515240i64
+        });
+        if let (Value::Object(payload), Value::Object(extra)) = (&mut payload, extra) {
+            payload.extend(extra);
+        }
+        json!({
+            "schema": {"type": "struct", "name": "fulfillment.inventory.customers.Envelope",
+                       "fields": [json_field("before"), json_field("after"),
+                                  {"type": "struct", "field": "source", "fields": []},
+                                  {"type": "string", "field": "op"}]},
+            "payload": payload
+        })
+        .to_string()
+        .into_bytes()
+    }
+
+    fn mongo_change(value: &[u8]) -> ChangeEvent {
+        match decode(Some(MONGO_KEY.as_bytes()), Some(value)).unwrap() {
+            Decoded::Change(event) => event,
+            Decoded::Tombstone => panic!("expected a change"),
+        }
+    }
+
+    const MONGO_DOC: &str = r#"{"_id": {"$oid": "5cebf1d4ea8a6ed1a4c1bd77"}, "first_name": "Anne", "visits": {"$numberLong": "9007199254740993"}, "score": 4.5, "n": 3, "joined": {"$date": 1558965508123}, "seen": {"$date": "2019-05-27T13:58:28.123Z"}, "balance": {"$numberDecimal": "12.340"}, "address": {"city": "Oslo", "zip": {"$numberInt": "150"}}, "tags": ["a", "b"], "photo": {"$binary": {"base64": "AQI=", "subType": "00"}}}"#;
+
+    #[test]
+    fn mongo_insert_parses_the_extended_json_document() {
+        let event = mongo_change(&mongo_event("c", Value::Null, json!(MONGO_DOC), json!({})));
+        assert_eq!(event.op, Op::Create);
+        assert_eq!(
+            event.source_pos.as_deref(),
+            Some("00000001558965508000:0000000031")
+        );
+        assert_eq!(event.source_ts_micros, Some(1_558_965_508_000_000));
+        let cell = |name: &str| {
+            let c = event.row.iter().find(|c| c.name == name).unwrap();
+            (c.column_type, c.value.clone())
+        };
+        assert_eq!(
+            cell("_id"),
+            (
+                ColumnType::String,
+                CellValue::String("5cebf1d4ea8a6ed1a4c1bd77".into())
+            )
+        );
+        assert_eq!(
+            cell("visits"),
+            (ColumnType::Long, CellValue::Long(9_007_199_254_740_993))
+        );
+        assert_eq!(cell("score"), (ColumnType::Double, CellValue::Double(4.5)));
+        assert_eq!(cell("n"), (ColumnType::Long, CellValue::Long(3)));
+        assert_eq!(
+            cell("joined"),
+            (
+                ColumnType::Timestamptz,
+                CellValue::Micros(1_558_965_508_123_000)
+            )
+        );
+        assert_eq!(cell("seen"), cell("joined"));
+        assert_eq!(
+            cell("balance"),
+            (ColumnType::String, CellValue::String("12.340".into()))
+        );
+        let (column_type, CellValue::String(address)) = cell("address") else {
+            panic!("nested document is text")
+        };
+        assert_eq!(column_type, ColumnType::String);
+        assert_eq!(
+            serde_json::from_str::<Value>(&address).unwrap(),
+            json!({"city": "Oslo", "zip": {"$numberInt": "150"}})
+        );
+        assert_eq!(
+            cell("tags"),
+            (ColumnType::String, CellValue::String(r#"["a","b"]"#.into()))
+        );
+        assert_eq!(
+            cell("photo"),
+            (ColumnType::Binary, CellValue::Binary(vec![1, 2]))
+        );
+        assert!(event.row.iter().all(|c| !c.typed));
+    }
+
+    #[test]
+    fn mongo_update_with_full_document_and_partial_update() {
+        let updated = MONGO_DOC.replace("Anne", "Anne Marie");
+        let description = json!({"updateDescription": {
+            "removedFields": null,
+            "updatedFields": r#"{"first_name": "Anne Marie"}"#,
+            "truncatedArrays": null}});
+        let event = mongo_change(&mongo_event(
+            "u",
+            Value::Null,
+            json!(updated),
+            description.clone(),
+        ));
+        assert_eq!(event.op, Op::Update);
+        let name = event.row.iter().find(|c| c.name == "first_name").unwrap();
+        assert_eq!(name.value, CellValue::String("Anne Marie".into()));
+        // Without the full document only a partial row exists: refused, not guessed.
+        let partial = mongo_event("u", Value::Null, Value::Null, description);
+        assert_eq!(
+            decode(Some(MONGO_KEY.as_bytes()), Some(&partial))
+                .unwrap_err()
+                .kind,
+            DecodeErrorKind::Unsupported
+        );
+        // The 1.x oplog form with `patch`.
+        let patch = mongo_event(
+            "u",
+            Value::Null,
+            Value::Null,
+            json!({"patch": r#"{"$v": 1, "$set": {"first_name": "Anne Marie"}}"#}),
+        );
+        assert_eq!(
+            decode(Some(MONGO_KEY.as_bytes()), Some(&patch))
+                .unwrap_err()
+                .kind,
+            DecodeErrorKind::Unsupported
+        );
+    }
+
+    #[test]
+    fn mongo_delete_gets_its_id_from_the_key() {
+        let event = mongo_change(&mongo_event("d", Value::Null, Value::Null, json!({})));
+        assert_eq!(event.op, Op::Delete);
+        assert_eq!(
+            event.row,
+            vec![Cell {
+                name: "_id".into(),
+                column_type: ColumnType::String,
+                typed: false,
+                value: CellValue::String("5cebf1d4ea8a6ed1a4c1bd77".into()),
+            }]
+        );
+        assert_eq!(
+            event.key,
+            vec![(
+                "id".to_string(),
+                json!(r#"{"$oid": "5cebf1d4ea8a6ed1a4c1bd77"}"#)
+            )]
+        );
+        // A numeric _id is sent as its JSON text.
+        let value = mongo_event("d", Value::Null, Value::Null, json!({}));
+        let Decoded::Change(event) = decode(Some(br#"{"id":"1004"}"#), Some(&value)).unwrap()
+        else {
+            panic!("expected a change");
+        };
+        assert_eq!(event.row[0].value, CellValue::Long(1004));
+        // With a pre-image, `before` is the document.
+        let event = mongo_change(&mongo_event("d", json!(MONGO_DOC), Value::Null, json!({})));
+        assert!(event.row.iter().any(|c| c.name == "first_name"));
+        // A tombstone follows.
+        assert_eq!(
+            decode(Some(MONGO_KEY.as_bytes()), None).unwrap(),
+            Decoded::Tombstone
+        );
+    }
+
+    #[test]
+    fn truncate_and_read_ops() {
+        let truncate = br#"{"before":null,"after":null,"source":{"lsn":9},"op":"t"}"#;
+        let Decoded::Change(event) = decode(None, Some(truncate)).unwrap() else {
+            panic!("expected a change");
+        };
+        assert_eq!(event.op, Op::Truncate);
+        assert!(event.row.is_empty());
+        let read = br#"{"before":null,"after":{"id":1},"source":{"lsn":9},"op":"r"}"#;
+        assert_eq!(change(read).op, Op::Read);
+    }
+
+    #[test]
+    fn decimal_text_handles_zero_and_scales() {
+        assert_eq!(decimal_text(&[0], 2).as_deref(), Some("0.00"));
+        assert_eq!(decimal_text(&[0], -2).as_deref(), Some("0"));
+        assert_eq!(decimal_text(&[5], -2).as_deref(), Some("500"));
+        assert_eq!(decimal_text(&[0x80], 0).as_deref(), Some("-128"));
+        assert_eq!(decimal_text(&[], 0), None);
+        assert_eq!(decimal_text_to_unscaled("1.25e3", 0), Some(1250));
+        assert_eq!(decimal_text_to_unscaled("-0.5", 1), Some(-5));
+        assert_eq!(decimal_text_to_unscaled("0.05", 1), None);
+        assert_eq!(decimal_text_to_unscaled("1e-400", 2), None);
+    }
+
+    // ---- properties ------------------------------------------------------------------------
+
+    proptest::proptest! {
+        #[test]
+        fn decimal_bytes_round_trip(
+            raw in proptest::prelude::any::<i128>(),
+            scale in 0i64..=38,
+        ) {
+            let unscaled = raw % 10i128.pow(38); // |unscaled| < 10^38: precision 38
+            let encoded = b64(&twos_complement(unscaled));
+            let (column_type, value) = typed(decimal_schema(38, scale), json!(encoded));
+            proptest::prop_assert_eq!(
+                column_type,
+                ColumnType::Decimal { precision: 38, scale: scale as i8 }
+            );
+            proptest::prop_assert_eq!(value, CellValue::Decimal(unscaled));
+            // The exact text agrees and parses back.
+            let text = decimal_text(&twos_complement(unscaled), scale as i32).unwrap();
+            proptest::prop_assert_eq!(decimal_text_to_unscaled(&text, scale as i32), Some(unscaled));
+        }
+
+        #[test]
+        fn decoding_arbitrary_bytes_never_panics(
+            key in proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64)),
+            value in proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)),
+        ) {
+            let _ = decode(key.as_deref(), value.as_deref());
+        }
+
+        #[test]
+        fn decoding_arbitrary_values_under_any_logical_type_never_panics(
+            name in proptest::sample::select(vec![
+                "io.debezium.time.Date", "io.debezium.time.Time", "io.debezium.time.MicroTime",
+                "io.debezium.time.NanoTime", "io.debezium.time.Timestamp",
+                "io.debezium.time.MicroTimestamp", "io.debezium.time.NanoTimestamp",
+                "io.debezium.time.ZonedTimestamp", "org.apache.kafka.connect.data.Decimal",
+                "io.debezium.data.VariableScaleDecimal", "io.debezium.data.Bits", "",
+            ]),
+            connect_type in proptest::sample::select(vec![
+                "int8", "int32", "int64", "float32", "float64", "boolean", "string", "bytes",
+                "struct", "array",
+            ]),
+            scale in proptest::prelude::any::<i64>(),
+            precision in proptest::prelude::any::<i64>(),
+            value in json_value(),
+            mongo_doc in json_value(),
+        ) {
+            let schema = json!({"type": connect_type, "name": name, "parameters": {
+                "scale": scale.to_string(), "connect.decimal.precision": precision.to_string()}});
+            let _ = decode(Some(br#"{"id":1}"#), Some(&typed_event(schema, value.clone())));
+            let _ = decode(Some(br#"{"id":1}"#), Some(&schemaless_event(value)));
+            let doc = mongo_doc.to_string();
+            let _ = decode(Some(MONGO_KEY.as_bytes()), Some(&mongo_event("c", Value::Null, json!(doc), json!({}))));
+            let _ = decode(Some(br#"{"id":"{\"$date\":1}"}"#), Some(&mongo_event("d", Value::Null, Value::Null, json!({}))));
+        }
+    }
+
+    /// Arbitrary JSON, biased towards the shapes the decoder looks into.
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "[a-zA-Z0-9+/=$.:-]{0,24}".prop_map(Value::from),
+            Just(json!("NaN")),
+            Just(json!("2018-06-20T13:37:03Z")),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            let key = prop_oneof![
+                Just("scale".to_string()),
+                Just("value".to_string()),
+                Just("$oid".to_string()),
+                Just("$date".to_string()),
+                Just("$numberLong".to_string()),
+                Just("$numberDecimal".to_string()),
+                Just("$binary".to_string()),
+                Just("$type".to_string()),
+                Just("base64".to_string()),
+                "[a-z_]{1,6}",
+            ];
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                proptest::collection::btree_map(key, inner, 0..4)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
     }
 }

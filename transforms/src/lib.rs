@@ -1,4 +1,22 @@
-//! firn's transforms crate: silver and gold as pure DataFusion plans over pinned input
-//! snapshots, committed through `firn_catalog`. Not built yet: the crate exists so the
-//! workspace layout and its dependency set (datafusion, iceberg-datafusion) are fixed and
-//! compiled from the start.
+//! firn's transforms crate: the silver and gold tiers as pure DataFusion plans over pinned
+//! input snapshots, and the I/O shell that runs them and commits the result through
+//! `firn_catalog` (the only code in firn that commits to Iceberg).
+//!
+//! - [`silver`]: pure. `silver_plan` turns a bronze change log into the current state per
+//!   (tenant, primary key). Unit- and property-tested over in-memory batches.
+//! - [`run`]: I/O. `run_silver` reads `bronze.<table>` at one snapshot, runs the plan,
+//!   writes Parquet data files and commits an overwrite of `silver.<table>` whose snapshot
+//!   summary records the input snapshot (lineage). Re-running on the same input commits
+//!   nothing.
+//! - [`error`]: the crate's error type.
+//!
+//! Not built yet: incremental silver (previous silver plus bronze changes since its input
+//! snapshot), gold models, the transform binary.
+
+pub mod error;
+pub mod run;
+pub mod silver;
+
+pub use error::TransformError;
+pub use run::{SilverOptions, SilverReport, SilverStatus, run_silver};
+pub use silver::silver_plan;
