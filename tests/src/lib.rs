@@ -283,3 +283,43 @@ pub fn pyiceberg_count(lake: &Lake, table: &str, extra: &[&str]) -> u64 {
         .as_u64()
         .expect("row_count")
 }
+
+/// librdkafka's in-process mock cluster holding a generated Debezium stream.
+pub struct GeneratedSource {
+    /// Keeps the brokers alive for as long as the source is.
+    pub cluster: rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    pub brokers: String,
+    /// The exhausted generator: its `expected()` state describes what was produced.
+    pub generator: firn_ingest::generator::Generator,
+}
+
+/// Starts a mock cluster, creates the generator's topics with `partitions` partitions and
+/// produces the whole stream into them.
+pub async fn generated_source(
+    config: &firn_ingest::generator::GeneratorConfig,
+    partitions: i32,
+) -> GeneratedSource {
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("start the mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    let mut generator =
+        firn_ingest::generator::Generator::new(config).expect("valid generator config");
+    for topic in generator.topics() {
+        cluster
+            .create_topic(&topic, partitions, 1)
+            .expect("create topic");
+    }
+    firn_ingest::generator::produce_to_kafka(
+        &brokers,
+        &Default::default(),
+        partitions,
+        &mut generator,
+        |_| {},
+    )
+    .await
+    .expect("produce the generated stream");
+    GeneratedSource {
+        cluster,
+        brokers,
+        generator,
+    }
+}

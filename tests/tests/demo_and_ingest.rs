@@ -7,9 +7,9 @@ use std::time::Duration;
 use firn_catalog::config::PipelineConfig;
 use firn_catalog::{Catalog, TableName};
 use firn_ingest::demo::{DEMO_CONFIG, DemoOptions};
-use firn_ingest::generator::{Generator, GeneratorConfig, produce_to_kafka};
+use firn_ingest::generator::GeneratorConfig;
 use firn_ingest::writer::{IngestOptions, run};
-use firn_tests::run_reader;
+use firn_tests::{generated_source, run_reader};
 use rdkafka::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
@@ -94,29 +94,22 @@ async fn a_second_run_resumes_from_the_committed_offsets() {
     let dir = tempfile::tempdir().unwrap();
     let config = PipelineConfig::from_toml(DEMO_CONFIG, Vec::new(), dir.path()).unwrap();
     let catalog = Catalog::connect(&config).await.unwrap();
-    let cluster = MockCluster::new(1).unwrap();
-    let brokers = cluster.bootstrap_servers();
     let generator_config = GeneratorConfig {
         restart_duplicates: 0,
         orders: 60,
         customers: 30,
         ..GeneratorConfig::default()
     };
-    let mut generator = Generator::new(&generator_config).unwrap();
-    for topic in generator.topics() {
-        cluster.create_topic(&topic, 2, 1).unwrap();
-    }
-    produce_to_kafka(&brokers, &Default::default(), 2, &mut generator, |_| {})
-        .await
-        .unwrap();
+    let source = generated_source(&generator_config, 2).await;
+    let (brokers, generator) = (&source.brokers, &source.generator);
     let expected = generator.expected().counts_report().totals.change_events;
 
-    let first = run(&catalog, &config, &ingest_options(&brokers))
+    let first = run(&catalog, &config, &ingest_options(brokers))
         .await
         .unwrap();
     let written: u64 = first.tables.values().map(|t| t.rows_written).sum();
     assert_eq!(written, expected);
-    let second = run(&catalog, &config, &ingest_options(&brokers))
+    let second = run(&catalog, &config, &ingest_options(brokers))
         .await
         .unwrap();
     assert_eq!(

@@ -9,11 +9,10 @@ use firn_catalog::config::PipelineConfig;
 use firn_catalog::history;
 use firn_catalog::{Catalog, CommitRequest, Operation, TableName, Tier};
 use firn_ingest::demo::DEMO_CONFIG;
-use firn_ingest::generator::{Generator, GeneratorConfig, Table, produce_to_kafka};
+use firn_ingest::generator::{GeneratorConfig, Table};
 use firn_ingest::writer::{IngestOptions, run};
-use firn_tests::Lake;
+use firn_tests::{Lake, generated_source};
 use firn_transforms::{SilverOptions, SilverStatus, run_silver};
-use rdkafka::mocking::MockCluster;
 use serde_json::Value;
 
 /// Timestamps are compared as instants: the generator writes `...T00:00:00.123000Z`,
@@ -47,8 +46,6 @@ async fn silver_matches_the_generated_final_state(lake: Lake) {
     }
     let config = PipelineConfig::from_toml(DEMO_CONFIG, env, lake.dir.path()).unwrap();
     let catalog = Catalog::connect(&config).await.unwrap();
-    let cluster = MockCluster::new(1).unwrap();
-    let brokers = cluster.bootstrap_servers();
     let generator_config = GeneratorConfig {
         restart_duplicates: 0,
         orders: 60,
@@ -56,13 +53,8 @@ async fn silver_matches_the_generated_final_state(lake: Lake) {
         products: 15,
         ..GeneratorConfig::default()
     };
-    let mut generator = Generator::new(&generator_config).unwrap();
-    for topic in generator.topics() {
-        cluster.create_topic(&topic, 2, 1).unwrap();
-    }
-    produce_to_kafka(&brokers, &Default::default(), 2, &mut generator, |_| {})
-        .await
-        .unwrap();
+    let source = generated_source(&generator_config, 2).await;
+    let (brokers, generator) = (&source.brokers, &source.generator);
 
     // Before anything is ingested, bronze has no snapshot and silver has nothing to do.
     catalog.init(&config).await.unwrap();
