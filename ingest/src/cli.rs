@@ -2,7 +2,8 @@
 //! library. Does I/O (prints to stdout/stderr).
 //!
 //! Exit codes: 0 success, 1 failure (a service, storage or Kafka error), 2 bad input
-//! (usage, configuration, names, an operation the table refuses).
+//! (usage, configuration, names, an operation the table refuses), 3 nothing to do (a
+//! transform whose inputs have not changed; Airflow's `skip_on_exit_code=3` skips the task).
 
 use std::path::PathBuf;
 
@@ -20,6 +21,8 @@ use crate::writer::IngestOptions;
 pub const EXIT_FAILURE: i32 = 1;
 /// Exit code for bad input: usage, configuration, names, refused operations.
 pub const EXIT_BAD_INPUT: i32 = 2;
+/// Exit code for a transform that had nothing to do.
+pub const EXIT_NOTHING_TO_DO: i32 = 3;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -59,6 +62,9 @@ pub enum Command {
         #[arg(long)]
         snapshot: Option<i64>,
     },
+    /// Recompute silver tables from bronze.
+    #[command(subcommand)]
+    Transform(TransformCommand),
     /// Run the whole pipeline on the embedded default (no services) and report.
     Demo {
         /// Directory that receives ./warehouse.
@@ -66,6 +72,17 @@ pub enum Command {
         dir: PathBuf,
         #[arg(long, default_value_t = 42)]
         seed: u64,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TransformCommand {
+    /// silver.<table> from bronze.<table> (`all` for every configured source).
+    Silver {
+        table: String,
+        /// Read this bronze snapshot instead of the current one.
+        #[arg(long)]
+        as_of: Option<i64>,
     },
 }
 
@@ -262,9 +279,88 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
                     print_outcome(&name, &outcome, cli.json);
                     Ok(())
                 }
+                Command::Transform(TransformCommand::Silver { table, as_of }) => {
+                    transform_silver(&catalog, &config, &table, as_of, cli.json).await
+                }
                 Command::Demo { .. } | Command::Gen(_) => unreachable!("handled above"),
             }
         }
+    }
+}
+
+async fn transform_silver(
+    catalog: &Catalog,
+    config: &PipelineConfig,
+    table: &str,
+    as_of: Option<i64>,
+    json: bool,
+) -> Result<(), CommandError> {
+    let sources: Vec<_> = config
+        .sources
+        .iter()
+        .filter(|source| table == "all" || source.table == table)
+        .collect();
+    if sources.is_empty() {
+        return Err(bad_input(format!("no configured source table `{table}`")));
+    }
+    if as_of.is_some() && sources.len() > 1 {
+        return Err(bad_input(
+            "--as-of names one bronze snapshot: give a single table",
+        ));
+    }
+    let mut reports = Vec::new();
+    for source in sources {
+        let keys = source.primary_key.clone().ok_or_else(|| {
+            bad_input(format!(
+                "source `{}` has no primary-key, which silver needs",
+                source.table
+            ))
+        })?;
+        let mut options = firn_transforms::SilverOptions::new(keys);
+        options.as_of = as_of;
+        options.target_file_size = config.commit.target_file_size;
+        let report = firn_transforms::run_silver(catalog, &source.table, options)
+            .await
+            .map_err(IngestError::from)?;
+        if !json {
+            let input = report
+                .input_snapshot_id
+                .map(|id| id.to_string())
+                .unwrap_or_else(|| "-".into());
+            eprintln!(
+                "{} from {} snapshot {input}: {:?}, {} rows",
+                report.table, report.input_table, report.status, report.rows
+            );
+        }
+        reports.push(report);
+    }
+    if json {
+        let rows: Vec<_> = reports
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "table": r.table, "input_table": r.input_table,
+                    "input_snapshot_id": r.input_snapshot_id, "status": format!("{:?}", r.status),
+                    "snapshot_id": r.snapshot_id, "rows": r.rows, "data_files": r.data_files,
+                })
+            })
+            .collect();
+        print_json(&rows);
+    }
+    let committed = reports.iter().any(|r| {
+        matches!(
+            r.status,
+            firn_transforms::SilverStatus::Committed
+                | firn_transforms::SilverStatus::AlreadyCommitted
+        )
+    });
+    if committed {
+        Ok(())
+    } else {
+        Err(CommandError {
+            code: EXIT_NOTHING_TO_DO,
+            message: "nothing to do: inputs unchanged".into(),
+        })
     }
 }
 
@@ -453,7 +549,7 @@ async fn demo(dir: PathBuf, seed: u64, json: bool) -> Result<(), CommandError> {
     } else {
         Err(CommandError {
             code: EXIT_FAILURE,
-            message: "bronze row counts differ from the generator's expectation".into(),
+            message: "row counts differ from the generator's expectation".into(),
         })
     }
 }

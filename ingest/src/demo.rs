@@ -1,7 +1,8 @@
 //! `firn demo`: the whole pipeline on one machine with no services. librdkafka's
 //! in-process mock cluster is the broker, SQLite the catalog, `./warehouse` the storage.
-//! It generates Debezium events for several tenants, ingests them into bronze, and reports
-//! what it committed next to what the generator says should be there. Does I/O.
+//! It generates Debezium events for several tenants, ingests them into bronze, computes
+//! silver (the current state per tenant and key), and reports what it committed next to
+//! what the generator says should be there. Does I/O.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -13,8 +14,9 @@ use rdkafka::mocking::MockCluster;
 use serde::Serialize;
 
 use crate::error::IngestError;
-use crate::generator::{Generator, GeneratorConfig, produce_to_kafka};
+use crate::generator::{Generator, GeneratorConfig, Table, produce_to_kafka};
 use crate::writer::{IngestOptions, IngestReport};
+use firn_transforms::SilverOptions;
 
 /// The demo's pipeline configuration: the documented example with its defaults.
 pub const DEMO_CONFIG: &str = include_str!("../../docs/firn.example.toml");
@@ -38,7 +40,8 @@ pub struct DemoTable {
     pub snapshot_id: Option<i64>,
     pub snapshots: usize,
     pub rows: u64,
-    /// Rows the generator says the table must hold (distinct change events), if known.
+    /// Rows the generator says the table must hold, if known: distinct change events for
+    /// bronze, live keys for silver.
     pub expected_rows: Option<u64>,
 }
 
@@ -53,7 +56,7 @@ pub struct DemoReport {
 }
 
 impl DemoReport {
-    /// True when every bronze table holds exactly the generator's change events.
+    /// True when every bronze and silver table holds exactly what the generator expects.
     pub fn matches_expected(&self) -> bool {
         self.tables
             .iter()
@@ -130,6 +133,38 @@ pub async fn run(
         "ingested {} records ({} tombstones skipped, {} dead letters)",
         ingest.records_consumed, ingest.tombstones, ingest.dead_letters
     ));
+
+    // Silver: the current state per tenant and key, computed from the bronze just written.
+    for source in &config.sources {
+        let keys = source.primary_key.clone().ok_or_else(|| {
+            IngestError::Invalid(format!(
+                "source `{}` needs primary-key for silver",
+                source.table
+            ))
+        })?;
+        let silver =
+            firn_transforms::run_silver(&catalog, &source.table, SilverOptions::new(keys)).await?;
+        progress(&format!(
+            "{} from {} snapshot {}: {} rows ({:?})",
+            silver.table,
+            silver.input_table,
+            silver
+                .input_snapshot_id
+                .map(|id| id.to_string())
+                .unwrap_or_else(|| "-".into()),
+            silver.rows,
+            silver.status
+        ));
+    }
+    for table in Table::ALL {
+        let rows: usize = options
+            .generator
+            .tenants
+            .iter()
+            .map(|tenant| generator.expected().row_count(table, tenant))
+            .sum();
+        expected.insert(format!("silver.{}", table.name()), rows as u64);
+    }
 
     let mut tables = Vec::new();
     for name in catalog.list_tables().await? {

@@ -13,6 +13,8 @@ pub enum IngestError {
     },
     #[error(transparent)]
     Generator(#[from] crate::generator::GeneratorError),
+    #[error(transparent)]
+    Transform(#[from] firn_transforms::TransformError),
     #[error("{0}")]
     Invalid(String),
     #[error("i/o on {path}: {source}")]
@@ -35,6 +37,7 @@ impl IngestError {
         match self {
             IngestError::Catalog(err) => err.is_bad_input(),
             IngestError::Invalid(_) => true,
+            IngestError::Transform(err) => err.is_bad_input(),
             _ => false,
         }
     }

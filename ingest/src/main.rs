@@ -1,5 +1,5 @@
 //! The `firn` binary: parses arguments, starts logging, runs the command, maps the
-//! outcome to an exit code (0 ok, 1 failure, 2 bad input).
+//! outcome to an exit code (0 ok, 1 failure, 2 bad input, 3 nothing to do).
 
 use clap::Parser;
 use firn_ingest::cli::{Cli, run};
@@ -15,7 +15,12 @@ async fn main() {
         .init();
     let cli = Cli::parse();
     if let Err(err) = run(cli).await {
-        eprintln!("error: {}", err.message);
+        let prefix = if err.code == firn_ingest::cli::EXIT_NOTHING_TO_DO {
+            ""
+        } else {
+            "error: "
+        };
+        eprintln!("{prefix}{}", err.message);
         std::process::exit(err.code);
     }
 }

@@ -123,3 +123,37 @@ fn gen_writes_a_deterministic_file() {
     let (code, _, stderr) = firn(dir.path(), &["gen"]);
     assert_eq!(code, 2, "{stderr}");
 }
+
+#[test]
+fn transform_reports_nothing_to_do_and_bad_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, _, stderr) = firn(dir.path(), &["demo", "--dir", "."]);
+    assert_eq!(code, 0, "{stderr}");
+    // The example config is the demo's: same warehouse, same sources.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/firn.example.toml");
+    std::fs::copy(example, dir.path().join("firn.toml")).unwrap();
+
+    let (code, stdout, stderr) = firn(dir.path(), &["--json", "transform", "silver", "all"]);
+    assert_eq!(
+        code, 3,
+        "silver is already computed from the current bronze: {stderr}"
+    );
+    let reports: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(reports.as_array().unwrap().len(), 4);
+    assert!(
+        reports
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "UpToDate"),
+        "{reports}"
+    );
+
+    let (code, _, stderr) = firn(dir.path(), &["transform", "silver", "nope"]);
+    assert_eq!(code, 2, "{stderr}");
+    let (code, _, stderr) = firn(
+        dir.path(),
+        &["transform", "silver", "orders", "--as-of", "1"],
+    );
+    assert_eq!(code, 2, "an unknown input snapshot is bad input: {stderr}");
+}

@@ -38,12 +38,17 @@ async fn demo_lands_every_event_and_pyiceberg_reads_the_printed_counts() {
     };
     let report = firn_ingest::demo::run(&options, &mut |_| {}).await.unwrap();
     assert!(report.matches_expected(), "{report:?}");
-    let bronze: Vec<_> = report
+    let checked: Vec<&str> = report
         .tables
         .iter()
         .filter(|t| t.expected_rows.is_some())
+        .map(|t| t.table.as_str())
         .collect();
-    assert_eq!(bronze.len(), 4);
+    assert_eq!(
+        checked.len(),
+        8,
+        "four bronze and four silver tables: {checked:?}"
+    );
     for table in &report.tables {
         assert_eq!(
             reader_count(dir.path(), &table.table),
