@@ -528,8 +528,6 @@ async fn generate(args: GenArgs, json: bool) -> Result<(), CommandError> {
 async fn demo(dir: PathBuf, seed: u64, json: bool) -> Result<(), CommandError> {
     let generator = GeneratorConfig {
         seed,
-        // Connector-restart duplicates are left out until bronze dedups them.
-        restart_duplicates: 0,
         ..GeneratorConfig::default()
     };
     let options = DemoOptions {

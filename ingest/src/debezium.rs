@@ -990,7 +990,16 @@ pub fn source_position(source: &Value) -> Option<String> {
         ));
     }
     if let Some(lsn) = number("lsn") {
-        return Some(format!("{lsn:020}"));
+        // LSNs of different transactions interleave; Debezium's `sequence`
+        // ["last committed LSN", "LSN"] orders events as they were emitted.
+        let last_commit = source
+            .get("sequence")
+            .and_then(Value::as_str)
+            .and_then(|text| serde_json::from_str::<Vec<Option<String>>>(text).ok())
+            .and_then(|parts| parts.first().cloned().flatten())
+            .and_then(|text| text.parse::<i64>().ok())
+            .unwrap_or(0);
+        return Some(format!("{last_commit:020}:{lsn:020}"));
     }
     if let (Some(ts), Some(ord)) = (number("ts_ms"), number("ord")) {
         return Some(format!("{ts:020}:{ord:010}"));
@@ -1080,7 +1089,10 @@ mod tests {
             panic!("expected a change");
         };
         assert_eq!(event.op, Op::Delete);
-        assert_eq!(event.source_pos.as_deref(), Some("00000000000000012345"));
+        assert_eq!(
+            event.source_pos.as_deref(),
+            Some("00000000000000000000:00000000000000012345")
+        );
         let names: Vec<_> = event
             .row
             .iter()

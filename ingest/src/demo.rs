@@ -130,8 +130,8 @@ pub async fn run(
     )
     .await?;
     progress(&format!(
-        "ingested {} records ({} tombstones skipped, {} dead letters)",
-        ingest.records_consumed, ingest.tombstones, ingest.dead_letters
+        "ingested {} records ({} tombstones skipped, {} connector re-emissions dropped, {} dead letters)",
+        ingest.records_consumed, ingest.tombstones, ingest.duplicates_dropped, ingest.dead_letters
     ));
 
     // Silver: the current state per tenant and key, computed from the bronze just written.

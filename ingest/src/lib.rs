@@ -4,6 +4,7 @@
 pub mod bronze;
 pub mod cli;
 pub mod debezium;
+pub mod dedup;
 pub mod demo;
 pub mod error;
 pub mod generator;

@@ -33,6 +33,7 @@ use serde::Serialize;
 
 use crate::bronze::{BronzeRow, build_batch, plan_schema_changes};
 use crate::debezium::{CellValue, Decoded, decode};
+use crate::dedup::{SOURCE_WATERMARKS, Watermarks, key_op_hash};
 use crate::error::IngestError;
 
 /// A record that could not be ingested.
@@ -74,6 +75,8 @@ pub struct TableReport {
 pub struct IngestReport {
     pub records_consumed: u64,
     pub tombstones: u64,
+    /// Debezium re-emissions dropped (same source position, key and op as an earlier event).
+    pub duplicates_dropped: u64,
     pub dead_letters: u64,
     pub tables: BTreeMap<String, TableReport>,
 }
@@ -102,6 +105,9 @@ pub async fn run(
     // Topic → source, and the resume positions of each bronze table.
     let mut routes: HashMap<String, (SourceConfig, TopicTemplate)> = HashMap::new();
     let mut positions: HashMap<String, KafkaOffsets> = HashMap::new();
+    // Committed dedup watermarks per bronze table, and the live ones of every partition.
+    let mut table_watermarks: HashMap<String, Watermarks> = HashMap::new();
+    let mut watermarks = Watermarks::default();
     let mut assignment = TopicPartitionList::new();
     let mut starts: HashMap<(String, i32), Option<i64>> = HashMap::new();
     for topic in metadata.topics() {
@@ -116,6 +122,11 @@ pub async fn run(
                 .map(|(_, o)| o)
                 .unwrap_or_default();
             positions.insert(source.table.clone(), offsets);
+            let saved = history::latest_summary_value(&loaded.metadata_ref(), SOURCE_WATERMARKS)
+                .and_then(|(_, text)| Watermarks::from_json(&text))
+                .unwrap_or_default();
+            watermarks = watermarks.merged_with(&saved);
+            table_watermarks.insert(source.table.clone(), saved);
         }
         let resume = &positions[&source.table];
         for partition in topic.partitions() {
@@ -207,7 +218,18 @@ pub async fn run(
                                 (TenantRule::Field { field }, _) => field_tenant(&event.row, field),
                                 (_, tenant) => Ok(tenant.clone()),
                             };
+                            let key_op = key_op_hash(&event.key, event.op.code());
+                            let fresh = watermarks.admit(
+                                &topic,
+                                partition,
+                                event.source_pos.as_deref(),
+                                &key_op,
+                            );
                             match tenant {
+                                Ok(_) if !fresh => {
+                                    report.duplicates_dropped += 1;
+                                    None
+                                }
                                 Ok(tenant) => {
                                     table_pending.rows.push(BronzeRow {
                                         tenant,
@@ -267,8 +289,12 @@ pub async fn run(
                 &mut pending,
                 &mut dead_letters,
                 &cycle_reached,
-                &mut positions,
-                &mut dead_letter_positions,
+                CycleState {
+                    positions: &mut positions,
+                    dead_letter_positions: &mut dead_letter_positions,
+                    table_watermarks: &mut table_watermarks,
+                    watermarks: &watermarks,
+                },
                 &mut report,
             )
             .await?;
@@ -282,6 +308,17 @@ pub async fn run(
     }
 }
 
+/// Where the ingest loop stands, handed to a commit cycle.
+struct CycleState<'a> {
+    /// Committed next offsets per bronze table.
+    positions: &'a mut HashMap<String, KafkaOffsets>,
+    dead_letter_positions: &'a mut KafkaOffsets,
+    /// Committed dedup watermarks per bronze table.
+    table_watermarks: &'a mut HashMap<String, Watermarks>,
+    /// Live dedup watermarks of every partition.
+    watermarks: &'a Watermarks,
+}
+
 /// Commits the dead letters first, then every bronze table that moved.
 #[allow(clippy::too_many_arguments)]
 async fn commit_cycle(
@@ -291,10 +328,15 @@ async fn commit_cycle(
     pending: &mut BTreeMap<String, Pending>,
     dead_letters: &mut Vec<DeadLetter>,
     cycle_reached: &KafkaOffsets,
-    positions: &mut HashMap<String, KafkaOffsets>,
-    dead_letter_positions: &mut KafkaOffsets,
+    state: CycleState<'_>,
     report: &mut IngestReport,
 ) -> Result<(), IngestError> {
+    let CycleState {
+        positions,
+        dead_letter_positions,
+        table_watermarks,
+        watermarks,
+    } = state;
     // Schema planning first, so rejected rows join this cycle's dead letters.
     let mut prepared = Vec::new();
     for (table, table_pending) in std::mem::take(pending) {
@@ -400,9 +442,15 @@ async fn commit_cycle(
             .iter()
             .flat_map(|(topic, parts)| parts.keys().map(move |p| (topic.clone(), *p)))
             .collect();
+        let table_marks = table_watermarks
+            .get(&name.name)
+            .cloned()
+            .unwrap_or_default()
+            .merged_with(&watermarks.restricted_to(&touched));
         let request = CommitRequest::new(Operation::Append { files })
             .with_property(WRITER_ID, options.writer_id.clone())
             .with_property(KAFKA_OFFSETS, offsets.to_json())
+            .with_property(SOURCE_WATERMARKS, table_marks.to_json())
             .with_validator(move |current| {
                 let now = history::latest_kafka_offsets(&current.metadata_ref())
                     .map(|(_, o)| o)
@@ -421,6 +469,7 @@ async fn commit_cycle(
         let outcome = catalog.commit(&name, request).await?;
         tracing::info!(table = %name, rows, snapshot_id = ?outcome.snapshot_id, "committed");
         positions.insert(name.name.clone(), offsets);
+        table_watermarks.insert(name.name.clone(), table_marks);
         let entry = report.tables.entry(name.to_string()).or_default();
         entry.rows_written += rows;
         entry.commits += 1;
