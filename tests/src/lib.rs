@@ -24,6 +24,8 @@ use tempfile::TempDir;
 
 pub use firn_catalog;
 
+pub mod stream_load;
+
 /// A throwaway lake: a warehouse directory and a catalog database.
 pub struct Lake {
     pub dir: TempDir,

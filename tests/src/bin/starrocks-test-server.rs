@@ -1,0 +1,55 @@
+//! `starrocks-test-server`: runs the fake StarRocks Stream Load cluster
+//! ([`firn_tests::stream_load`]) standalone, prints its FE/BE URLs and serves until
+//! SIGINT/SIGTERM. Does I/O.
+//!
+//! Usage: `starrocks-test-server [--fe ADDR] [--be ADDR]... [--user U] [--password P]
+//! [--advertised-be-host HOST]` (addresses default to `127.0.0.1:0`).
+
+use std::net::SocketAddr;
+
+use firn_tests::stream_load::{StreamLoadConfig, StreamLoadServer};
+
+fn parse_args() -> Result<StreamLoadConfig, String> {
+    let mut config = StreamLoadConfig::default();
+    let mut bes: Vec<SocketAddr> = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{arg} needs a value"));
+        match arg.as_str() {
+            "--fe" => config.fe_addr = value()?.parse().map_err(|e| format!("--fe: {e}"))?,
+            "--be" => bes.push(value()?.parse().map_err(|e| format!("--be: {e}"))?),
+            "--user" => config.user = value()?,
+            "--password" => config.password = value()?,
+            "--advertised-be-host" => config.advertised_be_host = Some(value()?),
+            "-h" | "--help" => {
+                println!(
+                    "starrocks-test-server [--fe ADDR] [--be ADDR]... [--user U] [--password P] [--advertised-be-host HOST]"
+                );
+                std::process::exit(0);
+            }
+            other => return Err(format!("unknown argument {other}")),
+        }
+    }
+    if !bes.is_empty() {
+        config.be_addrs = bes;
+    }
+    Ok(config)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = parse_args().map_err(anyhow::Error::msg)?;
+    let server = StreamLoadServer::start(config).await?;
+    println!("FE {}", server.fe_url());
+    for be in server.be_urls() {
+        println!("BE {be}");
+    }
+    println!("control {}/__fake/", server.fe_url());
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    server.shutdown();
+    Ok(())
+}
