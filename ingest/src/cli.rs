@@ -62,7 +62,7 @@ pub enum Command {
         #[arg(long)]
         snapshot: Option<i64>,
     },
-    /// Recompute silver tables from bronze.
+    /// Recompute silver tables from bronze, or gold models from silver.
     #[command(subcommand)]
     Transform(TransformCommand),
     /// Run the whole pipeline on the embedded default (no services) and report.
@@ -84,6 +84,8 @@ pub enum TransformCommand {
         #[arg(long)]
         as_of: Option<i64>,
     },
+    /// gold.<model> from its SQL file (`all` for every configured model, in dependency order).
+    Gold { model: String },
 }
 
 #[derive(Debug, Args)]
@@ -228,7 +230,10 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
                         writer_id: args.writer_id,
                         stop_when_caught_up: args.once,
                     };
-                    let report = crate::writer::run(&catalog, &config, &options).await?;
+                    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    spawn_stop_on_signal(stop.clone());
+                    let report =
+                        crate::writer::run_until(&catalog, &config, &options, &stop).await?;
                     if cli.json {
                         print_json(&report);
                     } else {
@@ -282,10 +287,36 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
                 Command::Transform(TransformCommand::Silver { table, as_of }) => {
                     transform_silver(&catalog, &config, &table, as_of, cli.json).await
                 }
+                Command::Transform(TransformCommand::Gold { model }) => {
+                    transform_gold(&catalog, &config, &model, cli.json).await
+                }
                 Command::Demo { .. } | Command::Gen(_) => unreachable!("handled above"),
             }
         }
     }
+}
+
+/// Sets `stop` on SIGTERM or Ctrl-C, so ingest commits what it read before exiting.
+fn spawn_stop_on_signal(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
+    tokio::spawn(async move {
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut signal) => {
+                    signal.recv().await;
+                }
+                Err(err) => {
+                    tracing::warn!(%err, "cannot listen for SIGTERM");
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        tokio::select! {
+            _ = terminate => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+        tracing::info!("stop requested; committing what was read");
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
 }
 
 async fn transform_silver(
@@ -334,19 +365,16 @@ async fn transform_silver(
         }
         reports.push(report);
     }
-    if json {
-        let rows: Vec<_> = reports
-            .iter()
-            .map(|r| {
-                serde_json::json!({
-                    "table": r.table, "input_table": r.input_table,
-                    "input_snapshot_id": r.input_snapshot_id, "status": format!("{:?}", r.status),
-                    "snapshot_id": r.snapshot_id, "rows": r.rows, "data_files": r.data_files,
-                })
+    let rows: Vec<_> = reports
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "table": r.table, "input_table": r.input_table,
+                "input_snapshot_id": r.input_snapshot_id, "status": format!("{:?}", r.status),
+                "snapshot_id": r.snapshot_id, "rows": r.rows, "data_files": r.data_files,
             })
-            .collect();
-        print_json(&rows);
-    }
+        })
+        .collect();
     let committed = reports.iter().any(|r| {
         matches!(
             r.status,
@@ -354,6 +382,18 @@ async fn transform_silver(
                 | firn_transforms::SilverStatus::AlreadyCommitted
         )
     });
+    finish_transform(&rows, committed, json)
+}
+
+/// Prints the JSON report when asked and maps "nothing committed" to exit code 3.
+fn finish_transform(
+    rows: &[serde_json::Value],
+    committed: bool,
+    json: bool,
+) -> Result<(), CommandError> {
+    if json {
+        print_json(&rows);
+    }
     if committed {
         Ok(())
     } else {
@@ -362,6 +402,56 @@ async fn transform_silver(
             message: "nothing to do: inputs unchanged".into(),
         })
     }
+}
+
+async fn transform_gold(
+    catalog: &Catalog,
+    config: &PipelineConfig,
+    model: &str,
+    json: bool,
+) -> Result<(), CommandError> {
+    let models = firn_transforms::load_models(config)
+        .await
+        .map_err(IngestError::from)?;
+    let ordered = firn_transforms::run_order(&models).map_err(IngestError::from)?;
+    let selected: Vec<_> = ordered
+        .into_iter()
+        .filter(|m| model == "all" || m.name == model)
+        .collect();
+    if selected.is_empty() {
+        return Err(bad_input(format!("no configured gold model `{model}`")));
+    }
+    let mut reports = Vec::new();
+    for model in selected {
+        let report =
+            firn_transforms::run_gold(catalog, model, &firn_transforms::GoldOptions::default())
+                .await
+                .map_err(IngestError::from)?;
+        if !json {
+            eprintln!(
+                "{} from {:?}: {:?}, {} rows",
+                report.table, report.input_snapshots, report.status, report.rows
+            );
+        }
+        reports.push(report);
+    }
+    let rows: Vec<_> = reports
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "table": r.table, "input_snapshots": r.input_snapshots,
+                "missing_input": r.missing_input, "status": format!("{:?}", r.status),
+                "snapshot_id": r.snapshot_id, "rows": r.rows, "data_files": r.data_files,
+            })
+        })
+        .collect();
+    let committed = reports.iter().any(|r| {
+        matches!(
+            r.status,
+            firn_transforms::GoldStatus::Committed | firn_transforms::GoldStatus::AlreadyCommitted
+        )
+    });
+    finish_transform(&rows, committed, json)
 }
 
 fn print_outcome(name: &TableName, outcome: &firn_catalog::CommitOutcome, json: bool) {
@@ -571,6 +661,11 @@ fn print_demo(report: &DemoReport) {
             "{:<28} {:>20} {:>9} {:>8} {:>9}",
             table.table, snapshot, table.snapshots, table.rows, expected
         );
+    }
+    if let Some(sample) = &report.sample_gold {
+        println!();
+        println!("gold.order_facts (first rows):");
+        println!("{sample}");
     }
     println!();
     println!("warehouse: {}", report.warehouse);

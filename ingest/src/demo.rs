@@ -1,7 +1,7 @@
 //! `firn demo`: the whole pipeline on one machine with no services. librdkafka's
 //! in-process mock cluster is the broker, SQLite the catalog, `./warehouse` the storage.
 //! It generates Debezium events for several tenants, ingests them into bronze, computes
-//! silver (the current state per tenant and key), and reports what it committed next to
+//! silver (the current state per tenant and key) and the gold models, and reports what it committed next to
 //! what the generator says should be there. Does I/O.
 
 use std::collections::BTreeMap;
@@ -16,10 +16,26 @@ use serde::Serialize;
 use crate::error::IngestError;
 use crate::generator::{Generator, GeneratorConfig, Table, produce_to_kafka};
 use crate::writer::{IngestOptions, IngestReport};
-use firn_transforms::SilverOptions;
+use firn_transforms::{GoldModel, GoldOptions, SilverOptions, preview, run_gold, run_order};
 
 /// The demo's pipeline configuration: the documented example with its defaults.
 pub const DEMO_CONFIG: &str = include_str!("../../docs/firn.example.toml");
+
+/// The gold models the demo runs, built in so the demo works from any directory.
+const DEMO_GOLD_SQL: &[(&str, &str)] = &[
+    (
+        "order_facts",
+        include_str!("../../sql/gold/order_facts.sql"),
+    ),
+    (
+        "daily_revenue",
+        include_str!("../../sql/gold/daily_revenue.sql"),
+    ),
+    (
+        "customer_ltv",
+        include_str!("../../sql/gold/customer_ltv.sql"),
+    ),
+];
 
 /// File that marks a warehouse directory as the demo's own, so a re-run may replace it.
 const DEMO_MARKER: &str = ".firn-demo";
@@ -53,6 +69,8 @@ pub struct DemoReport {
     pub messages_produced: u64,
     pub ingest: IngestReport,
     pub tables: Vec<DemoTable>,
+    /// The first rows of `gold.order_facts`, as a text grid.
+    pub sample_gold: Option<String>,
 }
 
 impl DemoReport {
@@ -165,6 +183,33 @@ pub async fn run(
             .sum();
         expected.insert(format!("silver.{}", table.name()), rows as u64);
     }
+    // One order fact per live order.
+    let live_orders = expected.get("silver.orders").copied();
+    if let Some(orders) = live_orders {
+        expected.insert("gold.order_facts".to_string(), orders);
+    }
+
+    // Gold: the SQL models over silver, in dependency order.
+    let mut models = Vec::new();
+    for model in &config.gold {
+        let sql = DEMO_GOLD_SQL
+            .iter()
+            .find(|(name, _)| *name == model.name)
+            .map(|(_, sql)| sql.to_string())
+            .ok_or_else(|| {
+                IngestError::Invalid(format!("no built-in SQL for gold model `{}`", model.name))
+            })?;
+        models.push(GoldModel::new(model, sql)?);
+    }
+    for model in run_order(&models)? {
+        let gold = run_gold(&catalog, model, &GoldOptions::default()).await?;
+        progress(&format!(
+            "{} from {:?}: {} rows ({:?})",
+            gold.table, gold.input_snapshots, gold.rows, gold.status
+        ));
+    }
+    let order_facts = TableName::new(firn_catalog::Tier::Gold, "order_facts")?;
+    let sample_gold = preview(&catalog, &order_facts, &["tenant", "order_id"], 5).await?;
 
     let mut tables = Vec::new();
     for name in catalog.list_tables().await? {
@@ -177,6 +222,7 @@ pub async fn run(
         messages_produced: stats.messages,
         ingest,
         tables,
+        sample_gold,
     })
 }
 

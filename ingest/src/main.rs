@@ -9,7 +9,7 @@ async fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("FIRN_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| "warn,firn_ingest=info,firn_catalog=info".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -96,6 +96,23 @@ pub async fn run(
     config: &PipelineConfig,
     options: &IngestOptions,
 ) -> Result<IngestReport, IngestError> {
+    run_until(
+        catalog,
+        config,
+        options,
+        &std::sync::atomic::AtomicBool::new(false),
+    )
+    .await
+}
+
+/// Like [`run`], and when `stop` is set (e.g. on SIGTERM) it commits what has been read
+/// and returns. A kill without warning is safe too: uncommitted records are read again.
+pub async fn run_until(
+    catalog: &Catalog,
+    config: &PipelineConfig,
+    options: &IngestOptions,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<IngestReport, IngestError> {
     catalog.init(config).await?;
     let consumer = consumer(config, &options.brokers)?;
     let metadata = consumer
@@ -281,7 +298,8 @@ pub async fn run(
         let due = cycle_started.elapsed() >= config.commit.interval
             || cycle_records >= config.commit.max_records
             || caught_up;
-        if due && cycle_records > 0 {
+        let stopping = stop.load(std::sync::atomic::Ordering::SeqCst);
+        if (due || stopping) && cycle_records > 0 {
             commit_cycle(
                 catalog,
                 config,
@@ -298,9 +316,14 @@ pub async fn run(
                 &mut report,
             )
             .await?;
+            mirror_offsets_to_group(&consumer, &cycle_reached);
             cycle_reached = KafkaOffsets::default();
             cycle_records = 0;
             cycle_started = Instant::now();
+        }
+        if stopping {
+            tracing::info!("stop requested: committed what was read");
+            return Ok(report);
         }
         if caught_up && options.stop_when_caught_up && cycle_records == 0 {
             return Ok(report);
@@ -512,6 +535,23 @@ struct Polled {
     value: Option<Vec<u8>>,
 }
 
+/// Commits the positions bronze now holds to the Kafka consumer group, so lag monitoring
+/// works. Informational only: resume positions always come from the bronze summaries, so a
+/// failure here is logged and ignored.
+fn mirror_offsets_to_group(consumer: &BaseConsumer, reached: &KafkaOffsets) {
+    let mut list = TopicPartitionList::new();
+    for (topic, partitions) in &reached.0 {
+        for (partition, next) in partitions {
+            if let Err(err) = list.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
+                tracing::warn!(%topic, partition, %err, "cannot mirror offset");
+            }
+        }
+    }
+    if let Err(err) = consumer.commit(&list, rdkafka::consumer::CommitMode::Async) {
+        tracing::warn!(%err, "cannot mirror offsets to the consumer group");
+    }
+}
+
 /// Returns true when every assigned partition has been read to its high watermark.
 /// A partition nothing was read from yet is at its assigned start offset.
 fn caught_up(
@@ -533,6 +573,14 @@ fn caught_up(
                 .flatten()
                 .unwrap_or(low),
         };
+        tracing::trace!(
+            topic = element.topic(),
+            partition = element.partition(),
+            position,
+            low,
+            high,
+            "caught-up check"
+        );
         if position < high {
             return Ok(false);
         }
@@ -557,6 +605,16 @@ fn poll_batch(
                 key: message.key().map(<[u8]>::to_vec),
                 value: message.payload().map(<[u8]>::to_vec),
             }),
+            Some(Err(rdkafka::error::KafkaError::MessageConsumption(
+                rdkafka::types::RDKafkaErrorCode::AutoOffsetReset,
+            ))) => {
+                return Err(IngestError::Invalid(
+                    "a resume offset recorded in bronze is no longer in Kafka (deleted by \
+                     retention?): the records in between were never ingested; roll bronze back \
+                     or reset the offsets explicitly"
+                        .into(),
+                ));
+            }
             Some(Err(err)) => {
                 return Err(IngestError::Kafka {
                     operation: "poll",
@@ -578,7 +636,9 @@ fn consumer(config: &PipelineConfig, brokers: &str) -> Result<BaseConsumer, Inge
         .set("group.id", &config.kafka.group_id)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest");
+        // A resume offset that Kafka no longer has (retention deleted it) means records
+        // were lost before firn read them: stop and say so rather than skip ahead.
+        .set("auto.offset.reset", "error");
     client
         .create()
         .map_err(IngestError::kafka("create consumer"))

@@ -149,6 +149,31 @@ fn transform_reports_nothing_to_do_and_bad_tables() {
         "{reports}"
     );
 
+    // Gold reads its SQL files relative to the config: the same files the demo built in.
+    let sql_dir = dir.path().join("sql/gold");
+    std::fs::create_dir_all(&sql_dir).unwrap();
+    for model in ["order_facts", "daily_revenue", "customer_ltv"] {
+        let source = format!("{}/../sql/gold/{model}.sql", env!("CARGO_MANIFEST_DIR"));
+        std::fs::copy(source, sql_dir.join(format!("{model}.sql"))).unwrap();
+    }
+    let (code, stdout, stderr) = firn(dir.path(), &["--json", "transform", "gold", "all"]);
+    assert_eq!(
+        code, 3,
+        "gold is already computed from the current silver: {stderr}"
+    );
+    let reports: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(reports.as_array().unwrap().len(), 3);
+    assert!(
+        reports
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "UpToDate"),
+        "{reports}"
+    );
+    let (code, _, stderr) = firn(dir.path(), &["transform", "gold", "nope"]);
+    assert_eq!(code, 2, "{stderr}");
+
     let (code, _, stderr) = firn(dir.path(), &["transform", "silver", "nope"]);
     assert_eq!(code, 2, "{stderr}");
     let (code, _, stderr) = firn(
@@ -156,4 +181,116 @@ fn transform_reports_nothing_to_do_and_bad_tables() {
         &["transform", "silver", "orders", "--as-of", "1"],
     );
     assert_eq!(code, 2, "an unknown input snapshot is bad input: {stderr}");
+}
+
+/// Produces a generated stream into a mock cluster that lives in this test process; `firn`
+/// subprocesses reach it over loopback.
+fn mock_source(
+    orders: u64,
+) -> (
+    rdkafka::mocking::MockCluster<'static, rdkafka::producer::DefaultProducerContext>,
+    String,
+    u64,
+) {
+    use firn_ingest::generator::{Generator, GeneratorConfig, produce_to_kafka};
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let config = GeneratorConfig {
+        orders,
+        customers: orders / 2,
+        ..GeneratorConfig::default()
+    };
+    let mut generator = Generator::new(&config).unwrap();
+    for topic in generator.topics() {
+        // The mock cluster keeps about 5 MB per partition; spread the stream so nothing is
+        // deleted before it is read.
+        cluster.create_topic(&topic, 8, 1).unwrap();
+    }
+    runtime
+        .block_on(produce_to_kafka(
+            &brokers,
+            &Default::default(),
+            2,
+            &mut generator,
+            |_| {},
+        ))
+        .unwrap();
+    let expected = generator.expected().counts_report().totals.change_events;
+    (cluster, brokers, expected)
+}
+
+fn bronze_rows(dir: &std::path::Path) -> u64 {
+    let (code, stdout, stderr) = firn(dir, &["--json", "tables"]);
+    assert_eq!(code, 0, "{stderr}");
+    let tables: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    tables
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| {
+            t["table"].as_str().unwrap().starts_with("bronze.")
+                && t["table"] != "bronze.firn_dead_letters"
+        })
+        .map(|t| t["rows"].as_u64().unwrap_or(0))
+        .sum()
+}
+
+/// SIGTERM commits what was read; SIGKILL loses nothing either: a restart finishes the
+/// stream and every change event is in bronze exactly once.
+#[test]
+fn sigterm_and_sigkill_lose_and_duplicate_nothing() {
+    let (_cluster, brokers, expected) = mock_source(4000);
+    for signal in ["TERM", "KILL"] {
+        let dir = tempfile::tempdir().unwrap();
+        let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/firn.example.toml");
+        std::fs::copy(example, dir.path().join("firn.toml")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_firn"))
+            .args(["--json", "ingest", "--brokers", &brokers])
+            .current_dir(dir.path())
+            .env_remove("FIRN_CONFIG")
+            .env("FIRN_COMMIT__INTERVAL", "1s")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(2500));
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let output = child.wait_with_output().unwrap();
+        let partial = bronze_rows(dir.path());
+        if signal == "TERM" {
+            assert_eq!(
+                output.status.code(),
+                Some(0),
+                "{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+            let written: u64 = report["tables"]
+                .as_object()
+                .unwrap()
+                .values()
+                .map(|t| t["rows_written"].as_u64().unwrap())
+                .sum();
+            assert_eq!(
+                written, partial,
+                "everything the stopped run wrote is committed"
+            );
+        }
+        assert!(
+            partial < expected,
+            "{signal}: stopped before the end ({partial} of {expected})"
+        );
+        let (code, _, stderr) = firn(dir.path(), &["ingest", "--brokers", &brokers, "--once"]);
+        assert_eq!(code, 0, "{stderr}");
+        assert_eq!(
+            bronze_rows(dir.path()),
+            expected,
+            "{signal}: every change event exactly once"
+        );
+    }
 }

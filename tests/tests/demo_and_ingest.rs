@@ -44,8 +44,8 @@ async fn demo_lands_every_event_and_pyiceberg_reads_the_printed_counts() {
         .collect();
     assert_eq!(
         checked.len(),
-        8,
-        "four bronze and four silver tables: {checked:?}"
+        9,
+        "four bronze, four silver and the order facts: {checked:?}"
     );
     for table in &report.tables {
         assert_eq!(

@@ -30,6 +30,19 @@ pub enum TransformError {
     #[error("invalid input for `{table}`: {message}")]
     InvalidInput { table: String, message: String },
 
+    /// A gold model is unusable: its SQL, what it reads, its key, or its result.
+    #[error("gold model `{model}`: {message}")]
+    InvalidModel { model: String, message: String },
+
+    /// A gold model's SQL file cannot be read.
+    #[error("gold model `{model}`: cannot read {path}: {source}")]
+    ModelSql {
+        model: String,
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
     /// The plan's output cannot be written to the existing output table.
     #[error("output `{table}` is incompatible with the plan: {message}")]
     IncompatibleOutput { table: String, message: String },
@@ -48,6 +61,8 @@ impl TransformError {
             ),
             TransformError::UnknownSnapshot { .. }
             | TransformError::InvalidInput { .. }
+            | TransformError::InvalidModel { .. }
+            | TransformError::ModelSql { .. }
             | TransformError::IncompatibleOutput { .. } => true,
             TransformError::Iceberg { .. } => false,
         }

@@ -35,16 +35,16 @@ use std::sync::Arc;
 use arrow_array::{ArrayRef, RecordBatch, new_null_array};
 use arrow_schema::SchemaRef;
 use datafusion::arrow::compute::cast;
-use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
 use firn_catalog::commit::is_widening;
 use firn_catalog::history::{self, INPUT_SNAPSHOTS};
 use firn_catalog::tables::{bronze_columns, derived_spec};
 use firn_catalog::{
-    Catalog, CommitRequest, CommitStatus, DataFileSink, Operation, OverwriteScope, SchemaChange,
-    TableName, Tier,
+    Catalog, CommitOutcome, CommitRequest, CommitStatus, DataFileSink, Operation, OverwriteScope,
+    SchemaChange, TableName, Tier,
 };
 use futures::StreamExt;
-use iceberg::spec::{NestedField, Schema, Transform, Type, UnboundPartitionSpec};
+use iceberg::spec::{DataFile, NestedField, Schema, Transform, Type, UnboundPartitionSpec};
 use iceberg::table::Table;
 use iceberg_datafusion::IcebergStaticTableProvider;
 
@@ -186,7 +186,14 @@ pub async fn run_silver(
             message,
         }
     })?;
-    let silver = prepare_silver(catalog, &silver_name, existing, schema).await?;
+    let silver = prepare_output(
+        catalog,
+        &silver_name,
+        existing,
+        schema,
+        &[SILVER_TENANT.to_string()],
+    )
+    .await?;
 
     let base = silver.metadata().current_snapshot_id();
     let commit_id = format!(
@@ -199,38 +206,20 @@ pub async fn run_silver(
         return Ok(report);
     }
 
-    let mut sink = DataFileSink::new(&silver, options.target_file_size).await?;
-    let target = sink.arrow_schema().clone();
-    let mut stream = plan.execute_stream().await?;
-    while let Some(batch) = stream.next().await {
-        let batch = conform(&batch?, &target)?;
-        if batch.num_rows() > 0 {
-            sink.write(batch).await?;
-        }
-    }
-    report.rows = sink.rows();
-    let files = sink.finish().await?;
+    let (rows, files) = write_plan(&silver, plan, options.target_file_size).await?;
+    report.rows = rows;
     report.data_files = files.len();
 
     let lineage = serde_json::json!({ bronze_name.to_string(): input }).to_string();
-    let silver_display = silver_name.to_string();
-    let request = CommitRequest::new(Operation::Overwrite {
+    let outcome = commit_overwrite(
+        catalog,
+        &silver_name,
         files,
-        scope: OverwriteScope::All,
-    })
-    .with_commit_id(commit_id)
-    .with_property(INPUT_SNAPSHOTS, lineage)
-    .with_validator(move |table| {
-        let current = table.metadata().current_snapshot_id();
-        if current == base {
-            Ok(())
-        } else {
-            Err(format!(
-                "{silver_display} moved from snapshot {base:?} to {current:?} while this run computed; run again"
-            ))
-        }
-    });
-    let outcome = catalog.commit(&silver_name, request).await?;
+        commit_id,
+        vec![(INPUT_SNAPSHOTS.to_string(), lineage)],
+        base,
+    )
+    .await?;
     report.snapshot_id = outcome.snapshot_id;
     report.status = match outcome.status {
         CommitStatus::Committed | CommitStatus::CommittedResolvedFromHistory => {
@@ -308,7 +297,7 @@ pub fn schema_changes(current: &Schema, wanted: &Schema) -> Result<Vec<SchemaCha
                 }
                 (from, to) => {
                     return Err(format!(
-                        "column `{}` is {from} in silver but {to} in bronze",
+                        "column `{}` is {from} in the table but {to} in the new output",
                         field.name
                     ));
                 }
@@ -318,28 +307,34 @@ pub fn schema_changes(current: &Schema, wanted: &Schema) -> Result<Vec<SchemaCha
     Ok(changes)
 }
 
-/// Creates `silver.<table>` if missing, or evolves its schema to hold the plan's columns.
-async fn prepare_silver(
+/// Creates a derived table (silver or gold) if missing, partitioned by identity transforms
+/// of `partition_by`, or evolves its schema to hold the plan's columns.
+pub(crate) async fn prepare_output(
     catalog: &Catalog,
     name: &TableName,
     existing: Option<Table>,
     schema: Schema,
+    partition_by: &[String],
 ) -> Result<Table, TransformError> {
     let Some(table) = existing else {
-        let tenant_id = schema
-            .field_by_name(SILVER_TENANT)
-            .map(|field| field.id)
-            .unwrap_or(1);
-        let partition_spec = UnboundPartitionSpec::builder()
-            .with_spec_id(0)
-            .add_partition_field(tenant_id, SILVER_TENANT, Transform::Identity)
-            .map_err(TransformError::iceberg("build partition spec", name))?
-            .build();
+        let mut partition_spec = UnboundPartitionSpec::builder().with_spec_id(0);
+        for column in partition_by {
+            let field =
+                schema
+                    .field_by_name(column)
+                    .ok_or_else(|| TransformError::IncompatibleOutput {
+                        table: name.to_string(),
+                        message: format!("partition column `{column}` is not in the output"),
+                    })?;
+            partition_spec = partition_spec
+                .add_partition_field(field.id, column, Transform::Identity)
+                .map_err(TransformError::iceberg("build partition spec", name))?;
+        }
         let (table, created) = catalog
-            .create_table(&derived_spec(name.clone(), schema, partition_spec))
+            .create_table(&derived_spec(name.clone(), schema, partition_spec.build()))
             .await?;
         if created {
-            tracing::info!(table = %name, "created silver table");
+            tracing::info!(table = %name, "created derived table");
         }
         return Ok(table);
     };
@@ -353,7 +348,7 @@ async fn prepare_silver(
     if changes.is_empty() {
         return Ok(table);
     }
-    tracing::info!(table = %name, ?changes, "evolving the silver schema");
+    tracing::info!(table = %name, ?changes, "evolving the table schema");
     let outcome = catalog
         .commit(
             name,
@@ -361,6 +356,59 @@ async fn prepare_silver(
         )
         .await?;
     Ok(outcome.table)
+}
+
+/// Executes `plan` and writes its rows as data files of `table` (conformed to the table's
+/// schema); returns the rows written and the files, not yet committed.
+pub(crate) async fn write_plan(
+    table: &Table,
+    plan: DataFrame,
+    target_file_size: u64,
+) -> Result<(u64, Vec<DataFile>), TransformError> {
+    let mut sink = DataFileSink::new(table, target_file_size).await?;
+    let target = sink.arrow_schema().clone();
+    let mut stream = plan.execute_stream().await?;
+    while let Some(batch) = stream.next().await {
+        let batch = conform(&batch?, &target)?;
+        if batch.num_rows() > 0 {
+            sink.write(batch).await?;
+        }
+    }
+    let rows = sink.rows();
+    Ok((rows, sink.finish().await?))
+}
+
+/// Commits `files` as an overwrite of all of `name` with the given commit id and summary
+/// properties, provided the table's current snapshot is still `base` (the one the run
+/// started from); a concurrent newer result is never overwritten by an older one.
+pub(crate) async fn commit_overwrite(
+    catalog: &Catalog,
+    name: &TableName,
+    files: Vec<DataFile>,
+    commit_id: String,
+    properties: Vec<(String, String)>,
+    base: Option<i64>,
+) -> Result<CommitOutcome, TransformError> {
+    let display = name.to_string();
+    let mut request = CommitRequest::new(Operation::Overwrite {
+        files,
+        scope: OverwriteScope::All,
+    })
+    .with_commit_id(commit_id);
+    for (key, value) in properties {
+        request = request.with_property(key, value);
+    }
+    let request = request.with_validator(move |table| {
+        let current = table.metadata().current_snapshot_id();
+        if current == base {
+            Ok(())
+        } else {
+            Err(format!(
+                "{display} moved from snapshot {base:?} to {current:?} while this run computed; run again"
+            ))
+        }
+    });
+    Ok(catalog.commit(name, request).await?)
 }
 
 /// Reshapes a plan batch into the table's Arrow schema (with field ids): columns by name,
