@@ -375,13 +375,7 @@ async fn transform_silver(
             })
         })
         .collect();
-    let committed = reports.iter().any(|r| {
-        matches!(
-            r.status,
-            firn_transforms::SilverStatus::Committed
-                | firn_transforms::SilverStatus::AlreadyCommitted
-        )
-    });
+    let committed = reports.iter().any(|r| r.status.committed());
     finish_transform(&rows, committed, json)
 }
 
@@ -445,12 +439,7 @@ async fn transform_gold(
             })
         })
         .collect();
-    let committed = reports.iter().any(|r| {
-        matches!(
-            r.status,
-            firn_transforms::GoldStatus::Committed | firn_transforms::GoldStatus::AlreadyCommitted
-        )
-    });
+    let committed = reports.iter().any(|r| r.status.committed());
     finish_transform(&rows, committed, json)
 }
 

@@ -16,8 +16,7 @@ use firn_ingest::generator::{GeneratorConfig, Table};
 use firn_ingest::writer::{IngestOptions, run};
 use firn_tests::{Lake, generated_source};
 use firn_transforms::{
-    GoldModel, GoldOptions, GoldStatus, SilverOptions, SilverStatus, run_all_gold, run_gold,
-    run_silver,
+    GoldModel, GoldOptions, SilverOptions, TransformStatus, run_all_gold, run_gold, run_silver,
 };
 use serde_json::Value;
 
@@ -98,7 +97,7 @@ async fn gold_models_agree_with_the_generated_state() {
 
     // Before silver exists, gold has nothing to compute from.
     for report in run_all_gold(&catalog, &config).await.unwrap() {
-        assert_eq!(report.status, GoldStatus::NoInput, "{report:?}");
+        assert_eq!(report.status, TransformStatus::NoInput, "{report:?}");
         assert!(report.missing_input.is_some());
     }
 
@@ -118,7 +117,7 @@ async fn gold_models_agree_with_the_generated_state() {
         let report = run_silver(&catalog, table.name(), SilverOptions::new(keys))
             .await
             .unwrap();
-        assert_eq!(report.status, SilverStatus::Committed, "{report:?}");
+        assert_eq!(report.status, TransformStatus::Committed, "{report:?}");
     }
     let silver_snapshot = |table: &'static str| {
         let catalog = &catalog;
@@ -141,7 +140,7 @@ async fn gold_models_agree_with_the_generated_state() {
     assert_eq!(order[0], "gold.order_facts", "{order:?}");
     assert_eq!(order.len(), 3);
     for report in &reports {
-        assert_eq!(report.status, GoldStatus::Committed, "{report:?}");
+        assert_eq!(report.status, TransformStatus::Committed, "{report:?}");
     }
     let facts_snapshot = reports[0].snapshot_id.unwrap();
 
@@ -277,7 +276,7 @@ async fn gold_models_agree_with_the_generated_state() {
         .iter()
         .zip(&reports)
     {
-        assert_eq!(again.status, GoldStatus::UpToDate, "{again:?}");
+        assert_eq!(again.status, TransformStatus::UpToDate, "{again:?}");
         assert_eq!(again.snapshot_id, first.snapshot_id);
     }
     let counts_after = [

@@ -12,7 +12,7 @@ use firn_ingest::demo::DEMO_CONFIG;
 use firn_ingest::generator::{GeneratorConfig, Table};
 use firn_ingest::writer::{IngestOptions, run};
 use firn_tests::{Lake, generated_source};
-use firn_transforms::{SilverOptions, SilverStatus, run_silver};
+use firn_transforms::{SilverOptions, TransformStatus, run_silver};
 use serde_json::Value;
 
 /// Timestamps are compared as instants: the generator writes `...T00:00:00.123000Z`,
@@ -61,7 +61,7 @@ async fn silver_matches_the_generated_final_state(lake: Lake) {
     let early = run_silver(&catalog, "orders", SilverOptions::new(vec!["id".into()]))
         .await
         .unwrap();
-    assert_eq!(early.status, SilverStatus::NoInput, "{early:?}");
+    assert_eq!(early.status, TransformStatus::NoInput, "{early:?}");
 
     let options = IngestOptions {
         brokers: brokers.clone(),
@@ -89,7 +89,7 @@ async fn silver_matches_the_generated_final_state(lake: Lake) {
         let report = run_silver(&catalog, name, SilverOptions::new(keys.clone()))
             .await
             .unwrap();
-        assert_eq!(report.status, SilverStatus::Committed, "{report:?}");
+        assert_eq!(report.status, TransformStatus::Committed, "{report:?}");
         assert_eq!(report.input_snapshot_id, Some(input));
         let silver_snapshot = report.snapshot_id.unwrap();
 
@@ -165,7 +165,7 @@ async fn silver_matches_the_generated_final_state(lake: Lake) {
         let again = run_silver(&catalog, name, SilverOptions::new(keys.clone()))
             .await
             .unwrap();
-        assert_eq!(again.status, SilverStatus::UpToDate, "{again:?}");
+        assert_eq!(again.status, TransformStatus::UpToDate, "{again:?}");
         assert_eq!(again.snapshot_id, Some(silver_snapshot));
         let after = catalog.load_table(&silver_name).await.unwrap();
         assert_eq!(
@@ -206,7 +206,7 @@ async fn silver_matches_the_generated_final_state(lake: Lake) {
         let mut options = SilverOptions::new(keys.clone());
         options.as_of = as_of;
         let report = run_silver(&catalog, "orders", options).await.unwrap();
-        assert_eq!(report.status, SilverStatus::Committed, "{report:?}");
+        assert_eq!(report.status, TransformStatus::Committed, "{report:?}");
         assert_eq!(report.input_snapshot_id, Some(input));
         let silver = catalog
             .load_table(&TableName::new(Tier::Silver, "orders").unwrap())

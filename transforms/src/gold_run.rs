@@ -9,9 +9,9 @@
 //! Every gold snapshot records `firn.input-snapshots = {"silver.orders": <id>, ...}` (every
 //! input's pinned snapshot) and `firn.model-fingerprint` ([`model_fingerprint`]: the SQL,
 //! key and partitioning). A run whose pinned inputs and fingerprint equal the current gold
-//! snapshot's does nothing ([`GoldStatus::UpToDate`]). The commit id is derived from the
+//! snapshot's does nothing ([`TransformStatus::UpToDate`]). The commit id is derived from the
 //! model, its fingerprint, the pinned inputs and the gold snapshot the run replaces, never
-//! from the clock, so a retried run finds its own commit ([`GoldStatus::AlreadyCommitted`]).
+//! from the clock, so a retried run finds its own commit ([`TransformStatus::AlreadyCommitted`]).
 //! As in silver, the commit is refused when gold moved while the run computed.
 //!
 //! # Schema
@@ -38,14 +38,16 @@ use datafusion::prelude::{DataFrame, Expr, SessionConfig, SessionContext, ident,
 use datafusion::sql::TableReference;
 use firn_catalog::config::PipelineConfig;
 use firn_catalog::history::{self, INPUT_SNAPSHOTS};
-use firn_catalog::{Catalog, CommitStatus, TableName};
+use firn_catalog::{Catalog, TableName};
 use iceberg::arrow::arrow_schema_to_schema_auto_assign_ids;
 use iceberg::spec::Schema;
 use iceberg_datafusion::IcebergStaticTableProvider;
 
 use crate::error::TransformError;
 use crate::gold::{GoldModel, model_fingerprint, model_sql_path, run_order};
-use crate::run::{DEFAULT_TARGET_FILE_SIZE, commit_overwrite, prepare_output, write_plan};
+use crate::run::{
+    DEFAULT_TARGET_FILE_SIZE, TransformStatus, commit_overwrite, prepare_output, write_plan,
+};
 
 /// Summary key: the [`model_fingerprint`] of the model that computed a gold snapshot.
 pub const MODEL_FINGERPRINT: &str = "firn.model-fingerprint";
@@ -65,19 +67,6 @@ impl Default for GoldOptions {
     }
 }
 
-/// What a gold run did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GoldStatus {
-    /// This run committed a new gold snapshot.
-    Committed,
-    /// A snapshot with this run's commit id already existed (a retry of a landed run).
-    AlreadyCommitted,
-    /// The current gold snapshot was computed from these inputs by this model: nothing to do.
-    UpToDate,
-    /// An input table does not exist or has no snapshot yet: nothing to compute from.
-    NoInput,
-}
-
 /// Report of one gold run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GoldReport {
@@ -87,7 +76,7 @@ pub struct GoldReport {
     pub input_snapshots: BTreeMap<String, i64>,
     /// For `NoInput`: the input that has no snapshot.
     pub missing_input: Option<String>,
-    pub status: GoldStatus,
+    pub status: TransformStatus,
     /// The gold snapshot holding this result (new, found in the history, or current).
     pub snapshot_id: Option<i64>,
     /// Rows and data files written by this run (0 unless `Committed`).
@@ -137,7 +126,7 @@ pub async fn run_gold(
         table: gold_name.to_string(),
         input_snapshots: BTreeMap::new(),
         missing_input: None,
-        status: GoldStatus::NoInput,
+        status: TransformStatus::NoInput,
         snapshot_id: None,
         rows: 0,
         data_files: 0,
@@ -175,7 +164,7 @@ pub async fn run_gold(
             && properties.get(MODEL_FINGERPRINT) == Some(&fingerprint)
         {
             tracing::info!(table = %gold_name, "gold is up to date");
-            report.status = GoldStatus::UpToDate;
+            report.status = TransformStatus::UpToDate;
             report.snapshot_id = Some(current.snapshot_id());
             return Ok(report);
         }
@@ -226,7 +215,7 @@ pub async fn run_gold(
         base.map_or_else(|| "none".to_string(), |id| id.to_string())
     );
     if let Some(snapshot) = history::find_commit(gold.metadata(), &commit_id) {
-        report.status = GoldStatus::AlreadyCommitted;
+        report.status = TransformStatus::AlreadyCommitted;
         report.snapshot_id = Some(snapshot.snapshot_id());
         return Ok(report);
     }
@@ -249,16 +238,11 @@ pub async fn run_gold(
     )
     .await?;
     report.snapshot_id = outcome.snapshot_id;
-    report.status = match outcome.status {
-        CommitStatus::Committed | CommitStatus::CommittedResolvedFromHistory => {
-            GoldStatus::Committed
-        }
-        CommitStatus::AlreadyCommitted | CommitStatus::NothingToDo => {
-            report.rows = 0;
-            report.data_files = 0;
-            GoldStatus::AlreadyCommitted
-        }
-    };
+    report.status = TransformStatus::from_commit(&outcome.status);
+    if report.status == TransformStatus::AlreadyCommitted {
+        report.rows = 0;
+        report.data_files = 0;
+    }
     tracing::info!(
         table = %gold_name,
         inputs = ?report.input_snapshots,

@@ -28,8 +28,8 @@ pub mod silver;
 pub use error::TransformError;
 pub use gold::{GoldModel, run_order};
 pub use gold_run::{
-    GoldOptions, GoldReport, GoldStatus, MODEL_FINGERPRINT, load_models, run_all_gold, run_gold,
+    GoldOptions, GoldReport, MODEL_FINGERPRINT, load_models, run_all_gold, run_gold,
 };
 pub use preview::preview;
-pub use run::{SilverOptions, SilverReport, SilverStatus, run_silver};
+pub use run::{SilverOptions, SilverReport, TransformStatus, run_silver};
 pub use silver::silver_plan;

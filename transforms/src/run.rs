@@ -7,10 +7,10 @@
 //!
 //! Every silver snapshot records `firn.input-snapshots = {"bronze.<table>": <id>}` in its
 //! summary. A run whose input snapshot is the one the current silver snapshot was computed
-//! from does nothing ([`SilverStatus::UpToDate`]). The commit id is derived from the table,
+//! from does nothing ([`TransformStatus::UpToDate`]). The commit id is derived from the table,
 //! the input snapshot and the silver snapshot the run replaces, never from the clock, so a
 //! run retried after a crash or an unknown commit outcome finds its own commit in the
-//! history ([`SilverStatus::AlreadyCommitted`]) instead of committing twice. The replaced
+//! history ([`TransformStatus::AlreadyCommitted`]) instead of committing twice. The replaced
 //! snapshot is part of the id so that recomputing an older input after a rollback of
 //! bronze is a new commit rather than a match with the first computation of that input.
 //!
@@ -75,17 +75,39 @@ impl SilverOptions {
     }
 }
 
-/// What a silver run did.
+/// What a silver or gold run did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SilverStatus {
-    /// This run committed a new silver snapshot.
+pub enum TransformStatus {
+    /// This run committed a new snapshot of the output.
     Committed,
     /// A snapshot with this run's commit id already existed (a retry of a landed run).
     AlreadyCommitted,
-    /// The current silver snapshot was computed from this input: nothing to do.
+    /// The output's current snapshot was computed from these inputs: nothing to do.
     UpToDate,
-    /// Bronze has no snapshot yet: nothing to compute from.
+    /// An input table does not exist or has no snapshot yet: nothing to compute from.
     NoInput,
+}
+
+impl TransformStatus {
+    /// The status of a run whose overwrite commit ended with `status`.
+    pub(crate) fn from_commit(status: &CommitStatus) -> TransformStatus {
+        match status {
+            CommitStatus::Committed | CommitStatus::CommittedResolvedFromHistory => {
+                TransformStatus::Committed
+            }
+            CommitStatus::AlreadyCommitted | CommitStatus::NothingToDo => {
+                TransformStatus::AlreadyCommitted
+            }
+        }
+    }
+
+    /// Whether the output holds a snapshot computed by this run or an identical earlier one.
+    pub fn committed(self) -> bool {
+        matches!(
+            self,
+            TransformStatus::Committed | TransformStatus::AlreadyCommitted
+        )
+    }
 }
 
 /// Report of one silver run.
@@ -96,7 +118,7 @@ pub struct SilverReport {
     /// `bronze.<table>`.
     pub input_table: String,
     pub input_snapshot_id: Option<i64>,
-    pub status: SilverStatus,
+    pub status: TransformStatus,
     /// The silver snapshot holding this input's result (the new one, the one found in the
     /// history, or the current one when up to date).
     pub snapshot_id: Option<i64>,
@@ -118,7 +140,7 @@ pub async fn run_silver(
         table: silver_name.to_string(),
         input_table: bronze_name.to_string(),
         input_snapshot_id: None,
-        status: SilverStatus::NoInput,
+        status: TransformStatus::NoInput,
         snapshot_id: None,
         rows: 0,
         data_files: 0,
@@ -149,7 +171,7 @@ pub async fn run_silver(
         let inputs = history::input_snapshots(&current.summary().additional_properties);
         if inputs.get(&bronze_name.to_string()) == Some(&input) {
             tracing::info!(table = %silver_name, input, "silver is up to date");
-            report.status = SilverStatus::UpToDate;
+            report.status = TransformStatus::UpToDate;
             report.snapshot_id = Some(current.snapshot_id());
             return Ok(report);
         }
@@ -201,7 +223,7 @@ pub async fn run_silver(
         base.map_or_else(|| "none".to_string(), |id| id.to_string())
     );
     if let Some(snapshot) = history::find_commit(silver.metadata(), &commit_id) {
-        report.status = SilverStatus::AlreadyCommitted;
+        report.status = TransformStatus::AlreadyCommitted;
         report.snapshot_id = Some(snapshot.snapshot_id());
         return Ok(report);
     }
@@ -221,16 +243,11 @@ pub async fn run_silver(
     )
     .await?;
     report.snapshot_id = outcome.snapshot_id;
-    report.status = match outcome.status {
-        CommitStatus::Committed | CommitStatus::CommittedResolvedFromHistory => {
-            SilverStatus::Committed
-        }
-        CommitStatus::AlreadyCommitted | CommitStatus::NothingToDo => {
-            report.rows = 0;
-            report.data_files = 0;
-            SilverStatus::AlreadyCommitted
-        }
-    };
+    report.status = TransformStatus::from_commit(&outcome.status);
+    if report.status == TransformStatus::AlreadyCommitted {
+        report.rows = 0;
+        report.data_files = 0;
+    }
     tracing::info!(
         table = %silver_name,
         input,
