@@ -1,0 +1,35 @@
+-- Hot-path tables in StarRocks, loaded by `firn relay` with Stream Load.
+-- Apply with: mysql -h <fe-host> -P 9030 -u root < sql/starrocks/01_hot_tables.sql
+--
+-- One Primary Key table per relayed gold model, with the same columns as the Iceberg
+-- table gold.<model> so the hot and the cold path agree row for row. Rules that matter:
+-- * the tenant leads the key, so tenants never share a row;
+-- * source_version is the merge_condition column: a replayed older change never
+--   overwrites a newer row (deletes are not conditional in StarRocks, see the README);
+-- * relay_label records the Stream Load label that wrote the row, for audits.
+
+CREATE DATABASE IF NOT EXISTS firn_hot;
+
+CREATE TABLE IF NOT EXISTS firn_hot.order_facts (
+    tenant          VARCHAR(63)     NOT NULL COMMENT 'tenant; leading key column',
+    order_id        BIGINT          NOT NULL,
+    customer_id     BIGINT          NULL,
+    status          VARCHAR(32)     NULL,
+    ordered_at      DATETIME        NULL,
+    order_date      DATE            NULL,
+    item_count      BIGINT          NULL,
+    units           BIGINT          NULL,
+    items_total     DECIMAL(18, 2)  NULL,
+    order_total     DECIMAL(12, 2)  NULL,
+    source_version  BIGINT          NOT NULL COMMENT 'newest source commit time (epoch us); merge_condition',
+    relay_label     VARCHAR(128)    NULL     COMMENT 'Stream Load label of the batch that wrote the row'
+)
+PRIMARY KEY (tenant, order_id)
+COMMENT 'gold.order_facts, hot path; written only by firn relay'
+DISTRIBUTED BY HASH(tenant, order_id) BUCKETS 8
+ORDER BY (tenant, order_date)
+PROPERTIES (
+    "replication_num"         = "3",
+    "enable_persistent_index" = "true",
+    "compression"             = "LZ4"
+);
