@@ -3,6 +3,7 @@
 # Everything installed or built lives under $(FIRN_CACHE), outside the clone, and is reused:
 #   $(FIRN_CACHE)/target   cargo target dir      $(FIRN_CACHE)/venv   Python test venv
 #   $(FIRN_CACHE)/pg       test PostgreSQL (or /tmp/firn-pg-$$UID when $$HOME is private)
+#   $(FIRN_CACHE)/tansu-0.6.0   the real Kafka-protocol broker for end-to-end tests
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -15,6 +16,7 @@ export FIRN_CACHE CARGO_TARGET_DIR
 PYTHON_ENV := tests/scripts/python-env.sh
 POSTGRES := tests/scripts/postgres.sh
 MOTO := tests/scripts/moto.sh
+TANSU := tests/scripts/tansu.sh
 VENV_PYTHON := $(FIRN_CACHE)/venv/bin/python
 
 NEXTEST_ARGS ?=
@@ -24,7 +26,8 @@ PYTEST_ARGS ?= -q -p no:cacheprovider
 TEST_ENV = FIRN_TEST_PYTHON=$(VENV_PYTHON) \
 	FIRN_TEST_READER=$(CURDIR)/tests/python/firn_read.py \
 	FIRN_TEST_POSTGRES_URL=$$($(POSTGRES) url) \
-	FIRN_TEST_S3_ENDPOINT=$$($(MOTO) url)
+	FIRN_TEST_S3_ENDPOINT=$$($(MOTO) url) \
+	FIRN_TEST_TANSU=$$($(TANSU) path)
 
 # cargo-nextest is on the CI image; plain cargo test runs the same tests where it is not.
 NEXTEST = $(if $(shell command -v cargo-nextest),cargo nextest run --workspace --no-fail-fast --config-file tests/nextest.toml $(NEXTEST_ARGS),cargo test --workspace --no-fail-fast)
@@ -51,6 +54,8 @@ test-deps:
 	@$(POSTGRES) start
 	@echo "==> test S3 API, moto ($$($(MOTO) url))"
 	@$(MOTO) start
+	@echo "==> Kafka-protocol broker, tansu 0.6.0 (built once, about 11 minutes)"
+	@$(TANSU) install
 
 # Runs both suites even when the first fails, and fails if either did.
 test: test-deps

@@ -101,6 +101,12 @@ pub enum SchemaChange {
 /// Re-validation run against the table on every attempt; `Err(reason)` aborts the commit.
 pub type Validator = Arc<dyn Fn(&Table) -> std::result::Result<(), String> + Send + Sync>;
 
+/// Summary properties computed against the table on every attempt, for values that must
+/// merge with what concurrent writers committed (e.g. the offsets of partitions another
+/// process owns). They are added to (and override) the request's fixed properties.
+pub type PropertiesFrom =
+    Arc<dyn Fn(&Table) -> std::result::Result<HashMap<String, String>, String> + Send + Sync>;
+
 /// One logical commit.
 #[derive(Clone)]
 pub struct CommitRequest {
@@ -111,6 +117,7 @@ pub struct CommitRequest {
     /// Extra snapshot summary properties (writer id, Kafka offsets, lineage).
     pub properties: HashMap<String, String>,
     pub validator: Option<Validator>,
+    pub properties_from: Option<PropertiesFrom>,
 }
 
 impl std::fmt::Debug for CommitRequest {
@@ -120,6 +127,7 @@ impl std::fmt::Debug for CommitRequest {
             .field("commit_id", &self.commit_id)
             .field("properties", &self.properties)
             .field("validator", &self.validator.is_some())
+            .field("properties_from", &self.properties_from.is_some())
             .finish()
     }
 }
@@ -132,6 +140,7 @@ impl CommitRequest {
             commit_id: uuid::Uuid::now_v7().to_string(),
             properties: HashMap::new(),
             validator: None,
+            properties_from: None,
         }
     }
 
@@ -150,6 +159,19 @@ impl CommitRequest {
         validator: impl Fn(&Table) -> std::result::Result<(), String> + Send + Sync + 'static,
     ) -> Self {
         self.validator = Some(Arc::new(validator));
+        self
+    }
+
+    /// Computes summary properties against the current table on every attempt (after the
+    /// validator); `Err(reason)` aborts the commit like a failed validation.
+    pub fn with_properties_from(
+        mut self,
+        properties: impl Fn(&Table) -> std::result::Result<HashMap<String, String>, String>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        self.properties_from = Some(Arc::new(properties));
         self
     }
 }
@@ -212,7 +234,14 @@ impl Catalog {
                     reason,
                 })?;
             }
-            let Some(plan) = plan(&table, &request).await? else {
+            let mut extra = HashMap::new();
+            if let Some(properties_from) = &request.properties_from {
+                extra = properties_from(&table).map_err(|reason| CatalogError::Rejected {
+                    table: name.to_string(),
+                    reason,
+                })?;
+            }
+            let Some(plan) = plan(&table, &request, extra).await? else {
                 return Ok(outcome(CommitStatus::NothingToDo, None, attempt, table));
             };
             let base_location = table
@@ -397,10 +426,15 @@ fn main_unchanged(table: &Table) -> Vec<TableRequirement> {
 }
 
 /// Plans `request` against the table; `None` when there is nothing to change.
-async fn plan(table: &Table, request: &CommitRequest) -> Result<Option<Plan>> {
+async fn plan(
+    table: &Table,
+    request: &CommitRequest,
+    extra_properties: HashMap<String, String>,
+) -> Result<Option<Plan>> {
     let name = table.identifier().to_string();
     let metadata = table.metadata();
     let mut properties = request.properties.clone();
+    properties.extend(extra_properties);
     properties.insert(COMMIT_ID.to_string(), request.commit_id.clone());
     let snapshot_plan = |snapshot: iceberg::spec::Snapshot| {
         let snapshot_id = snapshot.snapshot_id();
@@ -412,7 +446,8 @@ async fn plan(table: &Table, request: &CommitRequest) -> Result<Option<Plan>> {
     };
     let plan = match &request.operation {
         Operation::Append { files } => {
-            if files.is_empty() && request.properties.is_empty() {
+            // Nothing but the commit id: an empty append would record nothing.
+            if files.is_empty() && properties.len() == 1 {
                 return Ok(None);
             }
             let snapshot =

@@ -148,13 +148,46 @@ pub struct KafkaConfig {
     pub brokers: Option<String>,
     #[serde(default = "default_group_id")]
     pub group_id: String,
+    /// `group` (default): the processes sharing `group-id` split the partitions and
+    /// rebalance when one joins or leaves. `static`: this process owns `partitions`.
+    #[serde(default)]
+    pub assignment: AssignmentMode,
+    /// Static mode only: `topic:partition` entries this process owns; empty means every
+    /// partition of every topic a source matches.
+    #[serde(default)]
+    pub partitions: Vec<String>,
+    /// Larger messages (key plus value) are not decoded: they go to the dead-letter table
+    /// as `oversized`, with their first `max-message-bytes` bytes.
+    #[serde(default = "default_max_message_bytes", deserialize_with = "de_bytes")]
+    pub max_message_bytes: u64,
     /// Extra librdkafka properties (security, timeouts, ...), passed through unchanged.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
 }
 
+/// How a process gets its partitions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AssignmentMode {
+    #[default]
+    Group,
+    Static,
+}
+
+/// The assignment a process uses, as the Kafka source needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KafkaAssignment {
+    Group,
+    /// `topic:partition` entries; empty means all partitions of the matching topics.
+    Static { partitions: Vec<String> },
+}
+
 fn default_group_id() -> String {
     "firn-ingest".to_string()
+}
+
+fn default_max_message_bytes() -> u64 {
+    1024 * 1024
 }
 
 impl Default for KafkaConfig {
@@ -162,7 +195,21 @@ impl Default for KafkaConfig {
         KafkaConfig {
             brokers: None,
             group_id: default_group_id(),
+            assignment: AssignmentMode::Group,
+            partitions: Vec::new(),
+            max_message_bytes: default_max_message_bytes(),
             properties: BTreeMap::new(),
+        }
+    }
+}
+
+impl KafkaConfig {
+    pub fn assignment(&self) -> KafkaAssignment {
+        match self.assignment {
+            AssignmentMode::Group => KafkaAssignment::Group,
+            AssignmentMode::Static => KafkaAssignment::Static {
+                partitions: self.partitions.clone(),
+            },
         }
     }
 }
@@ -194,6 +241,9 @@ impl fmt::Debug for KafkaConfig {
         f.debug_struct("KafkaConfig")
             .field("brokers", &self.brokers)
             .field("group_id", &self.group_id)
+            .field("assignment", &self.assignment)
+            .field("partitions", &self.partitions)
+            .field("max_message_bytes", &self.max_message_bytes)
             .field("properties", &properties)
             .finish()
     }
@@ -313,6 +363,11 @@ pub struct GoldModelConfig {
     /// Whether the relay pushes this model's rows to StarRocks.
     #[serde(default, deserialize_with = "de_bool")]
     pub relay: bool,
+    /// For a relayed model: per silver input table, the input columns that give a row's
+    /// gold key (in the order of `key`), e.g. `{ orders = ["tenant", "id"], order_items =
+    /// ["tenant", "order_id"] }`. The relay recomputes exactly the gold keys a change touches.
+    #[serde(default)]
+    pub relay_keys: BTreeMap<String, Vec<String>>,
 }
 
 /// StarRocks hot-path target.
@@ -331,6 +386,15 @@ pub struct RelayConfig {
     pub max_batch_rows: u64,
     #[serde(default = "default_relay_max_bytes", deserialize_with = "de_bytes")]
     pub max_batch_bytes: u64,
+    /// Memory budget for batches being built, waiting or in flight (all tables). At this
+    /// size the largest table flushes early; at twice this size Kafka partitions pause until
+    /// loads are acknowledged.
+    #[serde(default = "default_relay_max_in_flight_bytes", deserialize_with = "de_bytes")]
+    pub max_in_flight_bytes: u64,
+    /// Rewrites of the BE addresses the FE redirects to (`"host:port" = "host:port"`), for
+    /// BEs that advertise an address this process cannot reach.
+    #[serde(default)]
+    pub host_rewrite: BTreeMap<String, String>,
 }
 
 fn default_relay_user() -> String {
@@ -345,6 +409,9 @@ fn default_relay_max_rows() -> u64 {
 fn default_relay_max_bytes() -> u64 {
     64 * 1024 * 1024
 }
+fn default_relay_max_in_flight_bytes() -> u64 {
+    256 * 1024 * 1024
+}
 
 impl fmt::Debug for RelayConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -356,6 +423,8 @@ impl fmt::Debug for RelayConfig {
             .field("interval", &self.interval)
             .field("max_batch_rows", &self.max_batch_rows)
             .field("max_batch_bytes", &self.max_batch_bytes)
+            .field("max_in_flight_bytes", &self.max_in_flight_bytes)
+            .field("host_rewrite", &self.host_rewrite)
             .finish()
     }
 }
@@ -606,6 +675,7 @@ impl PipelineConfig {
                 ));
             }
             validate_columns(&model.partition_by, &key("partition-by"))?;
+            validate_relay_keys(model, &key("relay-keys"))?;
             if let Some(sql) = &model.sql
                 && (sql.is_empty() || !sql.ends_with(".sql"))
             {
@@ -644,6 +714,20 @@ impl PipelineConfig {
                     "batch limits must be positive",
                 ));
             }
+            if relay.max_in_flight_bytes < relay.max_batch_bytes {
+                return Err(CatalogError::config(
+                    "relay.max-in-flight-bytes",
+                    "must be at least relay.max-batch-bytes (one batch must fit the budget)",
+                ));
+            }
+            for (from, to) in &relay.host_rewrite {
+                if !from.contains(':') || !to.contains(':') || to.contains('/') {
+                    return Err(CatalogError::config(
+                        format!("relay.host-rewrite.{from}"),
+                        "expected \"host:port\" = \"host:port\"",
+                    ));
+                }
+            }
         }
         self.admin
             .listen
@@ -665,6 +749,29 @@ impl PipelineConfig {
         }
         if self.kafka.group_id.trim().is_empty() {
             return Err(CatalogError::config("kafka.group-id", "must not be empty"));
+        }
+        if self.kafka.assignment == AssignmentMode::Group && !self.kafka.partitions.is_empty() {
+            return Err(CatalogError::config(
+                "kafka.partitions",
+                "only applies with assignment = \"static\"",
+            ));
+        }
+        for entry in &self.kafka.partitions {
+            let valid = entry
+                .rsplit_once(':')
+                .is_some_and(|(topic, partition)| !topic.is_empty() && partition.parse::<u32>().is_ok());
+            if !valid {
+                return Err(CatalogError::config(
+                    "kafka.partitions",
+                    format!("`{entry}` is not `topic:partition`"),
+                ));
+            }
+        }
+        if self.kafka.max_message_bytes < 1024 {
+            return Err(CatalogError::config(
+                "kafka.max-message-bytes",
+                "must be at least 1KiB",
+            ));
         }
         for key in self.kafka.properties.keys() {
             if RESERVED_KAFKA_PROPERTIES.contains(&key.as_str()) {
@@ -807,6 +914,39 @@ fn normalize(path: &Path) -> PathBuf {
         }
     }
     out
+}
+
+/// A relayed model maps each of its inputs to the gold key; only relayed models may.
+fn validate_relay_keys(model: &GoldModelConfig, key: &str) -> Result<()> {
+    if !model.relay {
+        if !model.relay_keys.is_empty() {
+            return Err(CatalogError::config(key, "only relayed models (relay = true) map keys"));
+        }
+        return Ok(());
+    }
+    if model.relay_keys.is_empty() {
+        return Err(CatalogError::config(
+            key,
+            "a relayed model needs the gold-key columns of each input table",
+        ));
+    }
+    for (table, columns) in &model.relay_keys {
+        let entry = format!("{key}.{table}");
+        names::validate_user_table(table)
+            .map_err(|err| CatalogError::config(&entry, err.to_string()))?;
+        validate_columns(columns, &entry)?;
+        if columns.len() != model.key.len() {
+            return Err(CatalogError::config(
+                entry,
+                format!(
+                    "needs {} columns, one per key column ({})",
+                    model.key.len(),
+                    model.key.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn validate_columns(columns: &[String], key: &str) -> Result<()> {

@@ -12,6 +12,7 @@ pub mod fileio;
 pub mod history;
 pub mod names;
 pub mod pointer;
+pub mod relay_ledger;
 pub mod snapshot;
 pub mod tables;
 pub mod writer;

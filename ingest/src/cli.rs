@@ -65,6 +65,8 @@ pub enum Command {
     /// Recompute silver tables from bronze, or gold models from silver.
     #[command(subcommand)]
     Transform(TransformCommand),
+    /// Relay the relayed gold models to StarRocks by Stream Load (the hot path).
+    Relay(RelayArgs),
     /// Run the whole pipeline on the embedded default (no services) and report.
     Demo {
         /// Directory that receives ./warehouse.
@@ -77,15 +79,60 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum TransformCommand {
-    /// silver.<table> from bronze.<table> (`all` for every configured source).
+    /// silver.<table> from bronze.<table> (`all` for every configured source); incremental
+    /// when bronze only grew since the previous silver snapshot's input.
     Silver {
         table: String,
-        /// Read this bronze snapshot instead of the current one.
-        #[arg(long)]
-        as_of: Option<i64>,
+        #[command(flatten)]
+        args: TransformArgs,
     },
     /// gold.<model> from its SQL file (`all` for every configured model, in dependency order).
-    Gold { model: String },
+    Gold {
+        model: String,
+        #[command(flatten)]
+        args: TransformArgs,
+    },
+    /// Silver for every configured source, then every gold model in dependency order.
+    All {
+        #[command(flatten)]
+        args: TransformArgs,
+    },
+}
+
+/// Options shared by the transform commands.
+#[derive(Debug, Args)]
+pub struct TransformArgs {
+    /// Read this input snapshot instead of the current one. Silver: a bronze snapshot.
+    /// Gold: pins the input table that has this snapshot (repeat for several inputs).
+    #[arg(long)]
+    pub as_of: Vec<i64>,
+    /// Compute only this tenant: read and replace only its partitions.
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Silver: recompute from all of bronze instead of incrementally (gold always
+    /// recomputes from its inputs).
+    #[arg(long)]
+    pub full: bool,
+    /// Bytes that sorts, aggregates and joins may hold before they spill to disk.
+    #[arg(long, default_value_t = firn_transforms::engine::DEFAULT_MEMORY_LIMIT)]
+    pub memory_limit: usize,
+    /// Directory for spill files (default: the OS temporary directory).
+    #[arg(long)]
+    pub spill_dir: Option<PathBuf>,
+    /// Parallel partitions of scans and plans (default: the number of cores).
+    #[arg(long)]
+    pub partitions: Option<usize>,
+}
+
+impl TransformArgs {
+    fn engine(&self) -> firn_transforms::EngineOptions {
+        let defaults = firn_transforms::EngineOptions::default();
+        firn_transforms::EngineOptions {
+            partitions: self.partitions.unwrap_or(defaults.partitions),
+            memory_limit: self.memory_limit,
+            spill_dir: self.spill_dir.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Args)]
@@ -126,12 +173,23 @@ pub struct IngestArgs {
     /// Brokers (overrides kafka.brokers).
     #[arg(long)]
     pub brokers: Option<String>,
-    /// Stop once every partition is read to its end.
+    /// Batch mode: read every partition of the source topics (without joining the consumer
+    /// group), commit, and stop once all are read to their end. No admin endpoint.
     #[arg(long)]
     pub once: bool,
     /// Identifies this writer in snapshot summaries.
     #[arg(long, default_value = "firn-ingest")]
     pub writer_id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RelayArgs {
+    /// Brokers (overrides kafka.brokers).
+    #[arg(long)]
+    pub brokers: Option<String>,
+    /// Stop once every partition is read to its end and every batch is acknowledged.
+    #[arg(long)]
+    pub once: bool,
 }
 
 #[derive(Debug, Args)]
@@ -160,6 +218,19 @@ impl From<IngestError> for CommandError {
         };
         CommandError {
             code,
+            message: err.to_string(),
+        }
+    }
+}
+
+impl From<crate::relay::RelayError> for CommandError {
+    fn from(err: crate::relay::RelayError) -> Self {
+        CommandError {
+            code: if err.is_bad_input() {
+                EXIT_BAD_INPUT
+            } else {
+                EXIT_FAILURE
+            },
             message: err.to_string(),
         }
     }
@@ -232,8 +303,23 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
                     };
                     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
                     spawn_stop_on_signal(stop.clone());
-                    let report =
-                        crate::writer::run_until(&catalog, &config, &options, &stop).await?;
+                    let report = if args.once {
+                        crate::writer::run_until(&catalog, &config, &options, &stop).await?
+                    } else {
+                        let mut registry = prometheus_client::registry::Registry::default();
+                        let metrics = crate::metrics::IngestMetrics::register(&mut registry);
+                        let health = crate::admin::Health::new();
+                        let _admin = crate::admin::AdminServer::start(
+                            &config.admin.listen,
+                            std::sync::Arc::new(registry),
+                            health.clone(),
+                        )
+                        .await?;
+                        crate::writer::run_service(
+                            &catalog, &config, &options, &stop, &metrics, &health,
+                        )
+                        .await?
+                    };
                     if cli.json {
                         print_json(&report);
                     } else {
@@ -244,6 +330,7 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
                     }
                     Ok(())
                 }
+                Command::Relay(args) => relay(&config, args, cli.json).await,
                 Command::Rollback(args) => {
                     let name = TableName::parse(&args.table)?;
                     let target = match (args.to_snapshot, args.to_time) {
@@ -284,16 +371,60 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
                     print_outcome(&name, &outcome, cli.json);
                     Ok(())
                 }
-                Command::Transform(TransformCommand::Silver { table, as_of }) => {
-                    transform_silver(&catalog, &config, &table, as_of, cli.json).await
-                }
-                Command::Transform(TransformCommand::Gold { model }) => {
-                    transform_gold(&catalog, &config, &model, cli.json).await
+                Command::Transform(command) => {
+                    transform(&catalog, &config, command, cli.json).await
                 }
                 Command::Demo { .. } | Command::Gen(_) => unreachable!("handled above"),
             }
         }
     }
+}
+
+/// `firn relay`: serves metrics and health on `[admin] listen`, drains on SIGTERM.
+async fn relay(config: &PipelineConfig, args: RelayArgs, json: bool) -> Result<(), CommandError> {
+    let target = config
+        .relay
+        .clone()
+        .ok_or_else(|| bad_input("no [relay] section: configure the StarRocks target"))?;
+    let brokers = args
+        .brokers
+        .or(config.kafka.brokers.clone())
+        .ok_or_else(|| bad_input("no brokers: set kafka.brokers or pass --brokers"))?;
+    let mut registry = prometheus_client::registry::Registry::default();
+    let metrics = crate::relay::RelayMetrics::register(&mut registry);
+    let health = crate::admin::Health::new();
+    let _admin = crate::admin::AdminServer::start(
+        &config.admin.listen,
+        std::sync::Arc::new(registry),
+        health.clone(),
+    )
+    .await?;
+    let options = crate::relay::RelayOptions {
+        brokers,
+        target,
+        stop_when_caught_up: args.once,
+        model_sql: Default::default(),
+        metrics,
+        health: Some(health),
+    };
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    spawn_stop_on_signal(stop.clone());
+    let report = crate::relay::run(config, &options, &stop).await?;
+    if json {
+        print_json(&report);
+    } else {
+        for (table, t) in &report.tables {
+            println!(
+                "{table}: {} loads ({} resent), {} retries, {} label conflicts, {} dead letters",
+                t.loads, t.resent, t.retries, t.label_conflicts, t.dead_letters
+            );
+        }
+        println!(
+            "consumed {} records ({} replayed to rebuild the state, {} skipped)",
+            report.records_consumed, report.records_replayed, report.records_skipped
+        );
+    }
+    Ok(())
 }
 
 /// Sets `stop` on SIGTERM or Ctrl-C, so ingest commits what it read before exiting.
@@ -319,12 +450,65 @@ fn spawn_stop_on_signal(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) {
     });
 }
 
+/// Runs a transform command: silver, gold or both; reports each run (JSON with `--json`)
+/// and maps "nothing committed" to exit code 3.
+async fn transform(
+    catalog: &Catalog,
+    config: &PipelineConfig,
+    command: TransformCommand,
+    json: bool,
+) -> Result<(), CommandError> {
+    let mut runs = Vec::new();
+    match command {
+        TransformCommand::Silver { table, args } => {
+            transform_silver(catalog, config, &table, &args, json, &mut runs).await?
+        }
+        TransformCommand::Gold { model, args } => {
+            transform_gold(catalog, config, &model, &args, json, &mut runs).await?
+        }
+        TransformCommand::All { args } => {
+            if !args.as_of.is_empty() {
+                return Err(bad_input(
+                    "--as-of pins one input snapshot: give a single table or model",
+                ));
+            }
+            transform_silver(catalog, config, "all", &args, json, &mut runs).await?;
+            transform_gold(catalog, config, "all", &args, json, &mut runs).await?;
+        }
+    }
+    if json {
+        let reports: Vec<&serde_json::Value> = runs.iter().map(|(_, report)| report).collect();
+        print_json(&reports);
+    }
+    if runs.iter().any(|(committed, _)| *committed) {
+        Ok(())
+    } else {
+        Err(CommandError {
+            code: EXIT_NOTHING_TO_DO,
+            message: "nothing to do: inputs unchanged".into(),
+        })
+    }
+}
+
+fn reads_json(reads: &[firn_transforms::InputRead]) -> serde_json::Value {
+    reads
+        .iter()
+        .map(|read| {
+            serde_json::json!({
+                "table": read.table, "snapshot_id": read.snapshot_id,
+                "part": read.part, "rows": read.rows,
+            })
+        })
+        .collect()
+}
+
 async fn transform_silver(
     catalog: &Catalog,
     config: &PipelineConfig,
     table: &str,
-    as_of: Option<i64>,
+    args: &TransformArgs,
     json: bool,
+    runs: &mut Vec<(bool, serde_json::Value)>,
 ) -> Result<(), CommandError> {
     let sources: Vec<_> = config
         .sources
@@ -334,12 +518,15 @@ async fn transform_silver(
     if sources.is_empty() {
         return Err(bad_input(format!("no configured source table `{table}`")));
     }
-    if as_of.is_some() && sources.len() > 1 {
-        return Err(bad_input(
-            "--as-of names one bronze snapshot: give a single table",
-        ));
-    }
-    let mut reports = Vec::new();
+    let as_of = match args.as_of.as_slice() {
+        [] => None,
+        [id] if sources.len() == 1 => Some(*id),
+        _ => {
+            return Err(bad_input(
+                "--as-of names one bronze snapshot: give a single table and one --as-of",
+            ));
+        }
+    };
     for source in sources {
         let keys = source.primary_key.clone().ok_or_else(|| {
             bad_input(format!(
@@ -350,59 +537,61 @@ async fn transform_silver(
         let mut options = firn_transforms::SilverOptions::new(keys);
         options.as_of = as_of;
         options.target_file_size = config.commit.target_file_size;
+        options.full = args.full;
+        options.tenant = args.tenant.clone();
+        options.engine = args.engine();
+        if !json {
+            eprintln!("==> silver.{}", source.table);
+        }
         let report = firn_transforms::run_silver(catalog, &source.table, options)
             .await
             .map_err(IngestError::from)?;
+        let mode = report.mode.map(|mode| mode.name());
         if !json {
             let input = report
                 .input_snapshot_id
                 .map(|id| id.to_string())
                 .unwrap_or_else(|| "-".into());
+            let read: u64 = report.reads.iter().map(|r| r.rows).sum();
             eprintln!(
-                "{} from {} snapshot {input}: {:?}, {} rows",
-                report.table, report.input_table, report.status, report.rows
+                "{} from {} snapshot {input}: {:?} ({}), read {read} rows, wrote {} rows",
+                report.table,
+                report.input_table,
+                report.status,
+                mode.unwrap_or("-"),
+                report.rows
             );
         }
-        reports.push(report);
-    }
-    let rows: Vec<_> = reports
-        .iter()
-        .map(|r| {
+        let base = match report.mode {
+            Some(firn_transforms::SilverMode::Incremental { base }) => Some(base),
+            _ => None,
+        };
+        let mut inputs = serde_json::Map::new();
+        if let Some(id) = report.input_snapshot_id {
+            inputs.insert(report.input_table.clone(), id.into());
+        }
+        runs.push((
+            report.status.committed(),
             serde_json::json!({
-                "table": r.table, "input_table": r.input_table,
-                "input_snapshot_id": r.input_snapshot_id, "status": format!("{:?}", r.status),
-                "snapshot_id": r.snapshot_id, "rows": r.rows, "data_files": r.data_files,
-            })
-        })
-        .collect();
-    let committed = reports.iter().any(|r| r.status.committed());
-    finish_transform(&rows, committed, json)
-}
-
-/// Prints the JSON report when asked and maps "nothing committed" to exit code 3.
-fn finish_transform(
-    rows: &[serde_json::Value],
-    committed: bool,
-    json: bool,
-) -> Result<(), CommandError> {
-    if json {
-        print_json(&rows);
+                "kind": "silver", "table": report.table,
+                "status": format!("{:?}", report.status), "mode": mode,
+                "input_snapshots": inputs, "base_input_snapshot": base,
+                "tenants": report.tenants, "read": reads_json(&report.reads),
+                "snapshot_id": report.snapshot_id, "rows": report.rows,
+                "data_files": report.data_files,
+            }),
+        ));
     }
-    if committed {
-        Ok(())
-    } else {
-        Err(CommandError {
-            code: EXIT_NOTHING_TO_DO,
-            message: "nothing to do: inputs unchanged".into(),
-        })
-    }
+    Ok(())
 }
 
 async fn transform_gold(
     catalog: &Catalog,
     config: &PipelineConfig,
     model: &str,
+    args: &TransformArgs,
     json: bool,
+    runs: &mut Vec<(bool, serde_json::Value)>,
 ) -> Result<(), CommandError> {
     let models = firn_transforms::load_models(config)
         .await
@@ -415,32 +604,44 @@ async fn transform_gold(
     if selected.is_empty() {
         return Err(bad_input(format!("no configured gold model `{model}`")));
     }
-    let mut reports = Vec::new();
+    if !args.as_of.is_empty() && selected.len() > 1 {
+        return Err(bad_input(
+            "--as-of pins input snapshots: give a single model",
+        ));
+    }
+    let options = firn_transforms::GoldOptions {
+        target_file_size: config.commit.target_file_size,
+        as_of: args.as_of.clone(),
+        tenant: args.tenant.clone(),
+        engine: args.engine(),
+    };
     for model in selected {
-        let report =
-            firn_transforms::run_gold(catalog, model, &firn_transforms::GoldOptions::default())
-                .await
-                .map_err(IngestError::from)?;
         if !json {
+            eprintln!("==> gold.{}", model.name);
+        }
+        let report = firn_transforms::run_gold(catalog, model, &options)
+            .await
+            .map_err(IngestError::from)?;
+        if !json {
+            let read: u64 = report.reads.iter().map(|r| r.rows).sum();
             eprintln!(
-                "{} from {:?}: {:?}, {} rows",
+                "{} from {:?}: {:?}, read {read} rows, wrote {} rows",
                 report.table, report.input_snapshots, report.status, report.rows
             );
         }
-        reports.push(report);
-    }
-    let rows: Vec<_> = reports
-        .iter()
-        .map(|r| {
+        runs.push((
+            report.status.committed(),
             serde_json::json!({
-                "table": r.table, "input_snapshots": r.input_snapshots,
-                "missing_input": r.missing_input, "status": format!("{:?}", r.status),
-                "snapshot_id": r.snapshot_id, "rows": r.rows, "data_files": r.data_files,
-            })
-        })
-        .collect();
-    let committed = reports.iter().any(|r| r.status.committed());
-    finish_transform(&rows, committed, json)
+                "kind": "gold", "table": report.table,
+                "status": format!("{:?}", report.status),
+                "input_snapshots": report.input_snapshots,
+                "missing_input": report.missing_input, "tenants": report.tenants,
+                "read": reads_json(&report.reads), "snapshot_id": report.snapshot_id,
+                "rows": report.rows, "data_files": report.data_files,
+            }),
+        ));
+    }
+    Ok(())
 }
 
 fn print_outcome(name: &TableName, outcome: &firn_catalog::CommitOutcome, json: bool) {
@@ -655,6 +856,18 @@ fn print_demo(report: &DemoReport) {
         println!();
         println!("gold.order_facts (first rows):");
         println!("{sample}");
+    }
+    if let Some(hot) = &report.hot {
+        println!();
+        println!(
+            "hot path: {} ({} rows, {} Stream Loads) vs gold.order_facts ({} rows): {}",
+            hot.table,
+            hot.hot_rows,
+            hot.loads,
+            hot.gold_rows,
+            if hot.equal { "equal" } else { "DIFFERENT" }
+        );
+        println!("{}", hot.sample);
     }
     println!();
     println!("warehouse: {}", report.warehouse);

@@ -71,6 +71,9 @@ pub struct DemoReport {
     pub tables: Vec<DemoTable>,
     /// The first rows of `gold.order_facts`, as a text grid.
     pub sample_gold: Option<String>,
+    /// The relay's hot table next to `gold.order_facts` (run against the Stream Load test
+    /// server when no `[relay]` is configured); `None` when the test server is not built.
+    pub hot: Option<crate::relay::test_server::HotDemo>,
 }
 
 impl DemoReport {
@@ -79,6 +82,7 @@ impl DemoReport {
         self.tables
             .iter()
             .all(|t| t.expected_rows.is_none_or(|expected| expected == t.rows))
+            && self.hot.as_ref().is_none_or(|hot| hot.equal)
     }
 }
 
@@ -211,6 +215,20 @@ pub async fn run(
     let order_facts = TableName::new(firn_catalog::Tier::Gold, "order_facts")?;
     let sample_gold = preview(&catalog, &order_facts, &["tenant", "order_id"], 5).await?;
 
+    // Hot path: the relay shapes the same gold rows from the topics and loads them into the
+    // Stream Load test server, a stand-in for StarRocks.
+    let hot = if config.relay.is_none() {
+        let model_sql = DEMO_GOLD_SQL
+            .iter()
+            .map(|(name, sql)| (name.to_string(), sql.to_string()))
+            .collect();
+        crate::relay::test_server::demo_relay(&catalog, &config, &brokers, model_sql, progress)
+            .await
+            .map_err(|err| IngestError::Invalid(format!("hot path: {err}")))?
+    } else {
+        None
+    };
+
     let mut tables = Vec::new();
     for name in catalog.list_tables().await? {
         tables.push(describe(&catalog, &name, expected.get(&name.to_string()).copied()).await?);
@@ -223,6 +241,7 @@ pub async fn run(
         ingest,
         tables,
         sample_gold,
+        hot,
     })
 }
 

@@ -4,9 +4,14 @@
 -- One Primary Key table per relayed gold model, with the same columns as the Iceberg
 -- table gold.<model> so the hot and the cold path agree row for row. Rules that matter:
 -- * the tenant leads the key, so tenants never share a row;
--- * source_version is the merge_condition column: a replayed older change never
---   overwrites a newer row (deletes are not conditional in StarRocks, see the README);
+-- * relay_version is the merge_condition column (`merge_condition: relay_version`): the
+--   newest source commit time (epoch us) of any change applied to the key's source rows,
+--   deletes included, so it never decreases while the key lives and a replayed older
+--   batch never overwrites a newer row. (The model's own source_version is the newest
+--   time among the *current* rows: deleting the newest order item lowers it, so it cannot
+--   be the merge condition.) Deletes are not conditional in StarRocks, see the README;
 -- * relay_label records the Stream Load label that wrote the row, for audits.
+-- The columns before relay_version are exactly gold.order_facts's (sql/gold/order_facts.sql).
 
 CREATE DATABASE IF NOT EXISTS firn_hot;
 
@@ -21,7 +26,8 @@ CREATE TABLE IF NOT EXISTS firn_hot.order_facts (
     units           BIGINT          NULL,
     items_total     DECIMAL(18, 2)  NULL,
     order_total     DECIMAL(12, 2)  NULL,
-    source_version  BIGINT          NOT NULL COMMENT 'newest source commit time (epoch us); merge_condition',
+    source_version  BIGINT          NULL     COMMENT 'gold.order_facts.source_version: newest source commit time (epoch us) of the current rows',
+    relay_version   BIGINT          NOT NULL COMMENT 'newest source commit time (epoch us) of any change to the key; merge_condition',
     relay_label     VARCHAR(128)    NULL     COMMENT 'Stream Load label of the batch that wrote the row'
 )
 PRIMARY KEY (tenant, order_id)

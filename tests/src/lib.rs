@@ -7,6 +7,7 @@
 //! drops its own database). Without them the tests fail with a message saying so; they
 //! never pass by skipping.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use tempfile::TempDir;
 
 pub use firn_catalog;
 
+pub mod broker;
 pub mod stream_load;
 
 /// A throwaway lake: a warehouse directory and a catalog database.
@@ -324,4 +326,50 @@ pub async fn generated_source(
         brokers,
         generator,
     }
+}
+
+/// The `firn` binary of this workspace build (next to the test executable's `deps/`).
+pub fn firn_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target profile directory");
+    let firn = dir.join("firn");
+    assert!(
+        firn.exists(),
+        "{} is missing: build the workspace first (`cargo build --workspace --all-targets`)",
+        firn.display()
+    );
+    firn
+}
+
+/// Bronze rows per table, and how many of them repeat a (topic, partition, offset) already
+/// seen, read by pyiceberg.
+pub fn bronze_rows_and_repeats(lake: &Lake, tables: &[&str]) -> (BTreeMap<String, u64>, u64) {
+    let mut rows = BTreeMap::new();
+    let mut repeats = 0;
+    for table in tables {
+        let scan = lake.pyiceberg(&[
+            "scan",
+            &format!("bronze.{table}"),
+            "--rows",
+            "--columns",
+            "_firn_topic,_firn_partition,_firn_offset",
+        ]);
+        let mut seen = std::collections::HashSet::new();
+        let list = scan["rows"].as_array().expect("rows in the scan output");
+        for row in list {
+            let key = (
+                row["_firn_topic"].as_str().unwrap_or_default().to_string(),
+                row["_firn_partition"].as_i64().unwrap_or(-1),
+                row["_firn_offset"].as_i64().unwrap_or(-1),
+            );
+            if !seen.insert(key) {
+                repeats += 1;
+            }
+        }
+        rows.insert(table.to_string(), list.len() as u64);
+    }
+    (rows, repeats)
 }

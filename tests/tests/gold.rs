@@ -294,6 +294,7 @@ async fn gold_models_agree_with_the_generated_state() {
             key: vec!["tenant".into()],
             partition_by: vec!["tenant".into()],
             relay: false,
+            relay_keys: Default::default(),
         },
         "SELECT tenant, id FROM silver.orders".into(),
     )

@@ -113,8 +113,8 @@ async fn silver_matches_the_generated_final_state(lake: Lake) {
             .collect();
         assert_eq!(columns[0], "tenant");
         assert_eq!(
-            &columns[columns.len() - 2..],
-            ["_firn_source_ts", "_firn_source_pos"]
+            &columns[columns.len() - 5..],
+            firn_transforms::silver::SILVER_LINEAGE_COLUMNS
         );
         let key_refs: Vec<&str> = keys.iter().map(String::as_str).collect();
         let mut actual = KeyedRows::new();

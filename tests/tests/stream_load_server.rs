@@ -536,3 +536,383 @@ async fn be_sends_100_continue_only_after_the_header_phase() {
     assert!(reply.contains("no valid Basic authorization"));
     assert_eq!(server.rows(DB, TABLE).unwrap().len(), 1);
 }
+
+/// Sends a transaction-API request to `base`, following 307s by hand (with credentials);
+/// returns the hops' listeners' statuses and the final JSON.
+async fn txn(
+    base: &str,
+    method: reqwest::Method,
+    op: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (Vec<u16>, Value) {
+    let client = client();
+    let mut url = format!("{base}/api/transaction/{op}");
+    let mut statuses = Vec::new();
+    loop {
+        let mut request = client
+            .request(method.clone(), &url)
+            .basic_auth("root", Some(""))
+            .body(body.to_string());
+        for (k, v) in headers {
+            request = request.header(*k, *v);
+        }
+        let response = request.send().await.unwrap();
+        statuses.push(response.status().as_u16());
+        if response.status() == StatusCode::TEMPORARY_REDIRECT {
+            url = response.headers()["location"].to_str().unwrap().to_string();
+            continue;
+        }
+        let text = response.text().await.unwrap();
+        return (statuses, serde_json::from_str(&text).unwrap());
+    }
+}
+
+fn json_keys(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("    \"")?.split('"').next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn transaction_api_two_phase_over_http() {
+    let server = server().await;
+    let fe = server.fe_url();
+    let h = |label: &'static str| vec![("db", DB), ("table", TABLE), ("label", label)];
+    let post = reqwest::Method::POST;
+    // begin: FE 307 to the BE, BE answers with TStatusCode names and the begin fields.
+    let (hops, begin) = txn(&fe, post.clone(), "begin", &h("t1"), "").await;
+    assert_eq!(hops, vec![307, 200]);
+    assert_eq!(begin["Status"], "OK");
+    assert_eq!(begin["Label"], "t1");
+    let txn_id = begin["TxnId"].as_i64().unwrap();
+    // Exact key order of a BE begin reply.
+    let raw = client()
+        .post(format!("{}/api/transaction/begin", server.be_urls()[0]))
+        .basic_auth("root", Some(""))
+        .header("db", DB)
+        .header("table", TABLE)
+        .header("label", "keys")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        json_keys(&raw),
+        ["Status", "Message", "Label", "TxnId", "BeginTxnTimeMs"]
+    );
+    // Duplicate begin.
+    let (_, dup) = txn(&fe, post.clone(), "begin", &h("t1"), "").await;
+    assert_eq!(dup["Status"], "LABEL_ALREADY_EXISTS");
+    assert_eq!(dup["ExistingJobStatus"], "RUNNING");
+    assert_eq!(dup["Message"], "Label [t1] has already been used.");
+    // Two loads (PUT, through the FE, sticky BE), then prepare.
+    let mut load_h = h("t1");
+    load_h.push(("format", "json"));
+    for body in [
+        r#"{"id":1,"name":"a","ver":1}"#,
+        r#"{"id":2,"name":"b","ver":1}"#,
+    ] {
+        let (hops, r) = txn(&fe, reqwest::Method::PUT, "load", &load_h, body).await;
+        assert_eq!(hops, vec![307, 200]);
+        assert_eq!(r["Status"], "OK", "{r}");
+        assert_eq!(r["TxnId"], txn_id);
+        assert_eq!(r["LoadBytes"], body.len());
+    }
+    let (_, prepared) = txn(&fe, post.clone(), "prepare", &h("t1"), "").await;
+    assert_eq!(prepared["Status"], "OK", "{prepared}");
+    assert_eq!(prepared["NumberLoadedRows"], 2);
+    assert_eq!(server.load_state(DB, "t1"), Some("PREPARED"));
+    assert!(server.rows(DB, TABLE).unwrap().is_empty());
+    // A second prepare: the BE no longer holds the txn.
+    let (_, again) = txn(&fe, post.clone(), "prepare", &h("t1"), "").await;
+    assert_eq!(again["Status"], "TXN_NOT_EXISTS");
+    assert_eq!(again["Message"], "Transaction with label t1 not exists");
+    // Commit of a PREPARED txn: done by the FE itself (no redirect).
+    let (hops, committed) = txn(&fe, post.clone(), "commit", &h("t1"), "").await;
+    assert_eq!(hops, vec![200]);
+    assert_eq!(committed["Status"], "OK");
+    assert_eq!(committed["TxnId"], txn_id);
+    assert_eq!(server.rows(DB, TABLE).unwrap().len(), 2);
+    let (_, recommit) = txn(&fe, post.clone(), "commit", &h("t1"), "").await;
+    assert_eq!(recommit["Status"], "OK");
+    assert_eq!(
+        recommit["Message"],
+        format!("Transaction {txn_id} has already committed, label is t1")
+    );
+    let (_, rollback) = txn(&fe, post.clone(), "rollback", &h("t1"), "").await;
+    assert_eq!(rollback["Status"], "FAILED");
+    assert_eq!(
+        rollback["Message"],
+        format!(
+            "class com.starrocks.common.StarRocksException: Can not abort VISIBLE transaction {txn_id}, label is t1"
+        )
+    );
+    // FE validation.
+    let (_, r) = txn(&fe, post.clone(), "begin", &[("label", "x")], "").await;
+    assert_eq!(
+        r["Message"],
+        "class com.starrocks.common.StarRocksException: No database selected."
+    );
+    let (_, r) = txn(&fe, post.clone(), "begin", &[("db", DB)], "").await;
+    assert_eq!(
+        r["Message"],
+        "class com.starrocks.common.StarRocksException: Empty label."
+    );
+    let (_, r) = txn(&fe, post.clone(), "frobnicate", &h("x"), "").await;
+    assert_eq!(
+        r["Message"],
+        "class com.starrocks.common.StarRocksException: Unknown transaction operation: frobnicate"
+    );
+    let (_, r) = txn(&fe, post.clone(), "commit", &h("nope"), "").await;
+    assert_eq!(
+        r["Message"],
+        format!(
+            "class com.starrocks.common.StarRocksException: No transaction found with db[{DB}] and label[nope]"
+        )
+    );
+    // One-phase commit (no prepare) is redirected to the BE, which prepares and commits.
+    txn(&fe, post.clone(), "begin", &h("t2"), "").await;
+    let mut load_h = h("t2");
+    load_h.push(("format", "json"));
+    txn(
+        &fe,
+        reqwest::Method::PUT,
+        "load",
+        &load_h,
+        r#"{"id":3,"name":"c","ver":1}"#,
+    )
+    .await;
+    let (hops, r) = txn(&fe, post.clone(), "commit", &h("t2"), "").await;
+    assert_eq!(hops, vec![307, 200]);
+    assert_eq!(r["Status"], "OK", "{r}");
+    assert_eq!(r["NumberLoadedRows"], 1);
+    assert_eq!(server.rows(DB, TABLE).unwrap().len(), 3);
+    // BE list shows the still-running txn begun for the key-order check.
+    let (_, list) = txn(&server.be_urls()[0], post, "list", &h("keys"), "").await;
+    let labels: Vec<&str> = list["Transactions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels, ["keys"]);
+}
+
+#[tokio::test]
+async fn transaction_in_processing_auto_rollback_and_timeouts() {
+    let server = server().await;
+    let fe = server.fe_url();
+    let be = server.be_addrs()[0];
+    let post = reqwest::Method::POST;
+    let h = |label: &'static str| vec![("db", DB), ("table", TABLE), ("label", label)];
+    txn(&fe, post.clone(), "begin", &h("busy"), "").await;
+    // A load that has passed its header phase (100 Continue received) holds the txn.
+    let body = r#"{"id":1,"name":"a","ver":1}"#;
+    let mut stream = TcpStream::connect(be).await.unwrap();
+    let head = format!(
+        "PUT /api/transaction/load HTTP/1.1\r\nHost: {be}\r\nAuthorization: Basic cm9vdDo=\r\ndb: {DB}\r\ntable: {TABLE}\r\nlabel: busy\r\nformat: json\r\nExpect: 100-continue\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let interim = read_until(&mut stream, "\r\n\r\n").await;
+    assert!(interim.starts_with("HTTP/1.1 100 Continue"), "{interim}");
+    let mut load_h = h("busy");
+    load_h.push(("format", "json"));
+    let (_, r) = txn(&fe, reqwest::Method::PUT, "load", &load_h, body).await;
+    assert_eq!(r["Status"], "TXN_IN_PROCESSING");
+    assert_eq!(
+        r["Message"],
+        "Transaction in processing, please retry later"
+    );
+    assert_eq!(r["Label"], "busy");
+    stream.write_all(body.as_bytes()).await.unwrap();
+    let reply = read_until(&mut stream, "ReceivedDataTimeMs").await;
+    assert!(reply.contains("\"Status\": \"OK\""), "{reply}");
+    // A bad body rolls the txn back.
+    let (_, r) = txn(&fe, reqwest::Method::PUT, "load", &load_h, "{oops").await;
+    assert_ne!(r["Status"], "OK");
+    assert_eq!(server.load_state(DB, "busy"), Some("ABORTED"));
+    let (_, r) = txn(&fe, reqwest::Method::PUT, "load", &load_h, body).await;
+    assert_eq!(r["Status"], "TXN_NOT_EXISTS");
+    let (_, r) = txn(&fe, post.clone(), "rollback", &h("busy"), "").await;
+    assert_eq!(r["Status"], "OK");
+    assert!(
+        r["Message"]
+            .as_str()
+            .unwrap()
+            .contains("has already aborted, label is busy")
+    );
+    // Timeouts on the virtual clock: begin timeout, idle timeout, prepared timeout.
+    let mut timed = h("timed");
+    timed.push(("timeout", "30"));
+    txn(&fe, post.clone(), "begin", &timed, "").await;
+    let mut idle = h("idle");
+    idle.push(("idle_transaction_timeout", "5"));
+    txn(&fe, post.clone(), "begin", &idle, "").await;
+    txn(&fe, post.clone(), "begin", &h("prep"), "").await;
+    let mut prep_load = h("prep");
+    prep_load.push(("format", "json"));
+    txn(
+        &fe,
+        reqwest::Method::PUT,
+        "load",
+        &prep_load,
+        r#"{"id":7,"ver":1}"#,
+    )
+    .await;
+    let mut prep = h("prep");
+    prep.push(("prepared_timeout", "10"));
+    let (_, r) = txn(&fe, post.clone(), "prepare", &prep, "").await;
+    assert_eq!(r["Status"], "OK", "{r}");
+    let advance = |ms: u64| {
+        let fe = fe.clone();
+        async move {
+            client()
+                .post(format!("{fe}/__fake/clock/advance"))
+                .json(&json!({ "ms": ms }))
+                .send()
+                .await
+                .unwrap();
+        }
+    };
+    advance(6_000).await;
+    assert_eq!(get_load_state(&server, "idle").await["state"], "ABORTED");
+    assert_eq!(get_load_state(&server, "prep").await["state"], "PREPARED");
+    advance(5_000).await;
+    assert_eq!(get_load_state(&server, "prep").await["state"], "ABORTED");
+    assert_eq!(get_load_state(&server, "timed").await["state"], "PREPARE");
+    server.advance_clock(20_000);
+    assert_eq!(get_load_state(&server, "timed").await["state"], "ABORTED");
+    let (_, r) = txn(&fe, post, "commit", &h("prep"), "").await;
+    assert!(
+        r["Message"]
+            .as_str()
+            .unwrap()
+            .contains("Can not commit ABORTED transaction")
+    );
+    assert!(server.rows(DB, TABLE).unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn follower_fe_redirects_to_the_leader_and_requests_are_logged() {
+    let server = StreamLoadServer::start(StreamLoadConfig {
+        follower_fe_addr: Some("127.0.0.1:0".parse().unwrap()),
+        ..StreamLoadConfig::default()
+    })
+    .await
+    .unwrap();
+    let schema: TableSchema = serde_json::from_value(json!({
+        "columns": [{"name": "id", "type": "bigint", "nullable": false}],
+        "key": ["id"]
+    }))
+    .unwrap();
+    server.create_table(DB, TABLE, schema).unwrap();
+    let follower = server.follower_url().unwrap();
+    // Label state: follower → leader.
+    let r = client()
+        .get(format!("{follower}/api/{DB}/get_load_state?label=x"))
+        .basic_auth("root", Some(""))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::TEMPORARY_REDIRECT);
+    assert_eq!(
+        r.headers()["location"],
+        format!("{}/api/{DB}/get_load_state?label=x", server.fe_url()).as_str()
+    );
+    // Transaction begin: follower → leader → BE.
+    let (hops, begin) = txn(
+        &follower,
+        reqwest::Method::POST,
+        "begin",
+        &[("db", DB), ("table", TABLE), ("label", "f1")],
+        "",
+    )
+    .await;
+    assert_eq!(hops, vec![307, 307, 200]);
+    assert_eq!(begin["Status"], "OK");
+    // The request log (library and control API) has every hop, without the password.
+    let log: Vec<Value> = client()
+        .get(format!("{}/__fake/requests", server.fe_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let hops: Vec<(&str, &str)> = log
+        .iter()
+        .filter(|r| r["label"] == "f1")
+        .map(|r| (r["listener"].as_str().unwrap(), r["path"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        hops,
+        [
+            ("follower", "/api/transaction/begin"),
+            ("fe", "/api/transaction/begin"),
+            ("be0", "/api/transaction/begin")
+        ]
+    );
+    assert!(
+        log.iter()
+            .all(|r| r["headers"]["authorization"] == "<redacted>")
+    );
+    assert_eq!(server.requests().len(), log.len());
+    // StripExpect: the FE acts as if the header were missing.
+    server.set_fault(FaultRule::times(Fault::StripExpect, 1));
+    let r: Value = client()
+        .put(format!("{}/api/{DB}/{TABLE}/_stream_load", server.fe_url()))
+        .basic_auth("root", Some(""))
+        .header("Expect", "100-continue")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        r["Message"],
+        "class com.starrocks.common.DdlException: There is no 100-continue header"
+    );
+}
+
+#[tokio::test]
+async fn gzip_compressed_body() {
+    use std::io::Write;
+    let server = server().await;
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(br#"[{"id":1,"name":"z","ver":1}]"#).unwrap();
+    let gz = enc.finish().unwrap();
+    let client = client();
+    let probe = client
+        .put(load_url(&server))
+        .basic_auth("root", Some(""))
+        .header("Expect", "100-continue")
+        .send()
+        .await
+        .unwrap();
+    let location = probe.headers()["location"].to_str().unwrap().to_string();
+    let r: Value = client
+        .put(&location)
+        .basic_auth("root", Some(""))
+        .header("label", "gz")
+        .header("format", "json")
+        .header("strip_outer_array", "true")
+        .header("compression", "GZIP")
+        .body(gz)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["Status"], "Success", "{r}");
+    assert_eq!(
+        server.rows(DB, TABLE).unwrap(),
+        vec![json!({"id": 1, "name": "z", "ver": 1})]
+    );
+}

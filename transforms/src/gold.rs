@@ -249,6 +249,7 @@ mod tests {
             key: vec!["tenant".into(), "id".into()],
             partition_by: vec!["tenant".into()],
             relay: false,
+            relay_keys: Default::default(),
         }
     }
 

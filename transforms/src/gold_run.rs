@@ -1,15 +1,18 @@
 //! Running gold: the I/O shell around the model registry in [`crate::gold`]. Pins the
-//! current snapshot of every table a model reads, runs the model's SQL over those snapshots
-//! with DataFusion, checks the declared key, writes the result as Parquet data files of
+//! current snapshot of every table a model reads (or the snapshots given with `as_of`),
+//! runs the model's SQL over those snapshots with DataFusion (scans split by data file,
+//! [`crate::scan`]), checks the declared key, writes the result as Parquet data files of
 //! `gold.<model>` and commits them through [`firn_catalog::Catalog::commit`] as an overwrite
-//! of the whole table.
+//! of the whole table, or with `tenant` of that tenant's partition only (its inputs are read
+//! for that tenant only; the snapshot lists it in `firn.tenants`, see [`crate::lineage`]).
 //!
 //! # Lineage and idempotence
 //!
 //! Every gold snapshot records `firn.input-snapshots = {"silver.orders": <id>, ...}` (every
 //! input's pinned snapshot) and `firn.model-fingerprint` ([`model_fingerprint`]: the SQL,
 //! key and partitioning). A run whose pinned inputs and fingerprint equal the current gold
-//! snapshot's does nothing ([`TransformStatus::UpToDate`]). The commit id is derived from the
+//! snapshot's (for a tenant run: the newest snapshot covering the tenant) does nothing
+//! ([`TransformStatus::UpToDate`]). The commit id is derived from the
 //! model, its fingerprint, the pinned inputs and the gold snapshot the run replaces, never
 //! from the clock, so a retried run finds its own commit ([`TransformStatus::AlreadyCommitted`]).
 //! As in silver, the commit is refused when gold moved while the run computed.
@@ -26,28 +29,36 @@
 //! The declared key must be unique and non-null in every result; a model that breaks it is
 //! refused as bad input with an example key, and nothing is committed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use arrow_schema::Field;
 use datafusion::arrow::util::display::array_value_to_string;
 use datafusion::catalog::MemorySchemaProvider;
 use datafusion::error::DataFusionError;
 use datafusion::functions_aggregate::expr_fn::count;
-use datafusion::prelude::{DataFrame, Expr, SessionConfig, SessionContext, ident, lit};
+use datafusion::prelude::{DataFrame, Expr, ident, lit};
 use datafusion::sql::TableReference;
+use firn_catalog::OverwriteScope;
 use firn_catalog::config::PipelineConfig;
 use firn_catalog::history::{self, INPUT_SNAPSHOTS};
 use firn_catalog::{Catalog, TableName};
 use iceberg::arrow::arrow_schema_to_schema_auto_assign_ids;
+use iceberg::expr::Reference;
 use iceberg::spec::Schema;
-use iceberg_datafusion::IcebergStaticTableProvider;
+use iceberg::spec::{Datum, Literal, Struct};
 
+use crate::engine::EngineOptions;
 use crate::error::TransformError;
 use crate::gold::{GoldModel, model_fingerprint, model_sql_path, run_order};
+use crate::lineage::{self, TENANTS};
 use crate::run::{
-    DEFAULT_TARGET_FILE_SIZE, TransformStatus, commit_overwrite, prepare_output, write_plan,
+    CommitScope, DEFAULT_TARGET_FILE_SIZE, InputRead, TransformStatus, commit_overwrite,
+    prepare_output, write_plan,
 };
+use crate::scan::SnapshotTable;
+use crate::silver::SILVER_TENANT;
 
 /// Summary key: the [`model_fingerprint`] of the model that computed a gold snapshot.
 pub const MODEL_FINGERPRINT: &str = "firn.model-fingerprint";
@@ -57,12 +68,24 @@ pub const MODEL_FINGERPRINT: &str = "firn.model-fingerprint";
 pub struct GoldOptions {
     /// Data files roll over at about this many bytes.
     pub target_file_size: u64,
+    /// Input snapshots to read instead of the current ones: each id pins the input table
+    /// that has a snapshot with that id (the others stay at their current snapshot).
+    pub as_of: Vec<i64>,
+    /// Compute only this tenant: inputs are read and the output replaced only for it. The
+    /// model must be partitioned by `tenant` alone and its inputs must have a `tenant`
+    /// column.
+    pub tenant: Option<String>,
+    /// Partitions, memory pool and spill directory.
+    pub engine: EngineOptions,
 }
 
 impl Default for GoldOptions {
     fn default() -> Self {
         GoldOptions {
             target_file_size: DEFAULT_TARGET_FILE_SIZE,
+            as_of: Vec::new(),
+            tenant: None,
+            engine: EngineOptions::default(),
         }
     }
 }
@@ -77,6 +100,10 @@ pub struct GoldReport {
     /// For `NoInput`: the input that has no snapshot.
     pub missing_input: Option<String>,
     pub status: TransformStatus,
+    /// The tenants whose partitions were replaced; `None` for the whole table.
+    pub tenants: Option<Vec<String>>,
+    /// What was read, with row counts (empty unless rows were computed).
+    pub reads: Vec<InputRead>,
     /// The gold snapshot holding this result (new, found in the history, or current).
     pub snapshot_id: Option<i64>,
     /// Rows and data files written by this run (0 unless `Committed`).
@@ -127,17 +154,45 @@ pub async fn run_gold(
         input_snapshots: BTreeMap::new(),
         missing_input: None,
         status: TransformStatus::NoInput,
+        tenants: None,
+        reads: Vec::new(),
         snapshot_id: None,
         rows: 0,
         data_files: 0,
     };
 
-    // Pin every input at its current snapshot.
+    if let Some(tenant) = &options.tenant
+        && model.partition_by != [SILVER_TENANT]
+    {
+        return Err(TransformError::InvalidModel {
+            model: model.name.clone(),
+            message: format!(
+                "--tenant {tenant} needs a model partitioned by `{SILVER_TENANT}` alone, not by ({})",
+                model.partition_by.join(", ")
+            ),
+        });
+    }
+
+    // Pin every input at its current snapshot, or at the `as_of` snapshot it has.
     let mut pinned = Vec::with_capacity(model.inputs.len());
+    let mut unused_as_of: BTreeSet<i64> = options.as_of.iter().copied().collect();
     for input in &model.inputs {
         let name = TableName::parse(input)?;
         let table = catalog.try_load_table(&name).await?;
-        match table.and_then(|t| t.metadata().current_snapshot_id().map(|id| (t, id))) {
+        let snapshot = table.and_then(|t| {
+            let as_of = options
+                .as_of
+                .iter()
+                .copied()
+                .find(|id| t.metadata().snapshot_by_id(*id).is_some());
+            if let Some(id) = as_of {
+                unused_as_of.remove(&id);
+            }
+            as_of
+                .or_else(|| t.metadata().current_snapshot_id())
+                .map(|id| (t, id))
+        });
+        match snapshot {
             Some((table, snapshot_id)) => {
                 report.input_snapshots.insert(input.clone(), snapshot_id);
                 pinned.push((name, table, snapshot_id));
@@ -148,6 +203,12 @@ pub async fn run_gold(
             None => {}
         }
     }
+    if let Some(snapshot_id) = unused_as_of.into_iter().next() {
+        return Err(TransformError::UnknownSnapshot {
+            table: model.inputs.join(", "),
+            snapshot_id,
+        });
+    }
     if let Some(missing) = &report.missing_input {
         tracing::info!(model = %model.name, input = %missing, "input has no snapshot yet; nothing to compute");
         return Ok(report);
@@ -155,22 +216,28 @@ pub async fn run_gold(
 
     let fingerprint = model_fingerprint(model);
     let existing = catalog.try_load_table(&gold_name).await?;
-    if let Some(current) = existing
+    let covering = existing
         .as_ref()
-        .and_then(|t| t.metadata().current_snapshot())
+        .map(|gold| lineage::covering(&gold.metadata_ref(), options.tenant.as_deref()))
+        .unwrap_or_default();
+    let up_to_date = !covering.is_empty()
+        && covering.iter().all(|snapshot| {
+            let properties = &snapshot.summary().additional_properties;
+            history::input_snapshots(properties) == report.input_snapshots
+                && properties.get(MODEL_FINGERPRINT) == Some(&fingerprint)
+        });
+    if up_to_date
+        && let Some(current) = existing
+            .as_ref()
+            .and_then(|t| t.metadata().current_snapshot())
     {
-        let properties = &current.summary().additional_properties;
-        if history::input_snapshots(properties) == report.input_snapshots
-            && properties.get(MODEL_FINGERPRINT) == Some(&fingerprint)
-        {
-            tracing::info!(table = %gold_name, "gold is up to date");
-            report.status = TransformStatus::UpToDate;
-            report.snapshot_id = Some(current.snapshot_id());
-            return Ok(report);
-        }
+        tracing::info!(table = %gold_name, tenant = ?options.tenant, "gold is up to date");
+        report.status = TransformStatus::UpToDate;
+        report.snapshot_id = Some(current.snapshot_id());
+        return Ok(report);
     }
 
-    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2));
+    let ctx = options.engine.session()?;
     let default_catalog = ctx
         .state()
         .config()
@@ -184,19 +251,40 @@ pub async fn run_gold(
     for schema in ["silver", "gold"] {
         session_catalog.register_schema(schema, Arc::new(MemorySchemaProvider::new()))?;
     }
+    let mut counted = Vec::new();
     for (name, table, snapshot_id) in pinned {
-        let provider = IcebergStaticTableProvider::try_new_from_table_snapshot(table, snapshot_id)
-            .await
+        let mut scan = SnapshotTable::try_new(table, snapshot_id, options.engine.partitions)
             .map_err(TransformError::iceberg("open snapshot", &name))?;
+        if let Some(tenant) = &options.tenant {
+            if scan.arrow_schema().field_with_name(SILVER_TENANT).is_err() {
+                return Err(TransformError::InvalidModel {
+                    model: model.name.clone(),
+                    message: format!("--tenant: input {name} has no `{SILVER_TENANT}` column"),
+                });
+            }
+            scan = scan.with_predicate(
+                Reference::new(SILVER_TENANT).equal_to(Datum::string(tenant.as_str())),
+            );
+        }
+        counted.push((name.to_string(), snapshot_id, scan.rows_read()));
+        let mut frame = ctx.read_table(Arc::new(scan))?;
+        if let Some(tenant) = &options.tenant {
+            frame = frame.filter(ident(SILVER_TENANT).eq(lit(tenant.as_str())))?;
+        }
         ctx.register_table(
             TableReference::partial(name.namespace(), name.name.as_str()),
-            Arc::new(provider),
+            frame.into_view(),
         )?;
     }
-    let plan = ctx
+    let mut plan = ctx
         .sql(&model.sql_text)
         .await
         .map_err(|err| model_error(model, err))?;
+    if let Some(tenant) = &options.tenant {
+        plan = plan
+            .filter(ident(SILVER_TENANT).eq(lit(tenant.as_str())))
+            .map_err(|err| model_error(model, err))?;
+    }
 
     let schema = output_schema(model, &plan)?;
     check_key(model, &plan).await?;
@@ -208,8 +296,13 @@ pub async fn run_gold(
         .iter()
         .map(|(table, id)| format!("{table}@{id}"))
         .collect();
+    let tenant_part = options
+        .tenant
+        .as_ref()
+        .map(|tenant| format!("/tenant-{tenant}"))
+        .unwrap_or_default();
     let commit_id = format!(
-        "gold/{}/model-{fingerprint}/{}/base-{}",
+        "gold/{}{tenant_part}/model-{fingerprint}/{}/base-{}",
         model.name,
         inputs_id.join(","),
         base.map_or_else(|| "none".to_string(), |id| id.to_string())
@@ -223,18 +316,42 @@ pub async fn run_gold(
     let (rows, files) = write_plan(&gold, plan, options.target_file_size).await?;
     report.rows = rows;
     report.data_files = files.len();
-    let lineage = serde_json::to_string(&report.input_snapshots)
+    report.reads = counted
+        .iter()
+        .map(|(table, snapshot_id, rows)| InputRead {
+            table: table.clone(),
+            snapshot_id: *snapshot_id,
+            part: "all",
+            rows: rows.load(Ordering::Relaxed),
+        })
+        .collect();
+    report.tenants = options.tenant.clone().map(|tenant| vec![tenant]);
+    let input_lineage = serde_json::to_string(&report.input_snapshots)
         .map_err(|err| DataFusionError::External(Box::new(err)))?;
+    let mut properties = vec![
+        (INPUT_SNAPSHOTS.to_string(), input_lineage),
+        (MODEL_FINGERPRINT.to_string(), fingerprint),
+    ];
+    let overwrite = match &options.tenant {
+        None => OverwriteScope::All,
+        Some(tenant) => {
+            properties.push((TENANTS.to_string(), serde_json::json!([tenant]).to_string()));
+            OverwriteScope::Partitions(vec![Struct::from_iter([Some(Literal::string(
+                tenant.as_str(),
+            ))])])
+        }
+    };
     let outcome = commit_overwrite(
         catalog,
         &gold_name,
-        files,
+        CommitScope {
+            files,
+            overwrite,
+            base,
+            tenant: options.tenant.clone(),
+        },
         commit_id,
-        vec![
-            (INPUT_SNAPSHOTS.to_string(), lineage),
-            (MODEL_FINGERPRINT.to_string(), fingerprint),
-        ],
-        base,
+        properties,
     )
     .await?;
     report.snapshot_id = outcome.snapshot_id;

@@ -1,24 +1,43 @@
-//! Running silver: the I/O shell around [`crate::silver::silver_plan`]. Reads
-//! `bronze.<table>` at one pinned snapshot through iceberg-datafusion, runs the plan, writes
-//! the result as Parquet data files of `silver.<table>` and commits them through
-//! [`Catalog::commit`] as an overwrite of the whole table.
+//! Running silver: the I/O shell around [`crate::silver::silver_plan`] and
+//! [`crate::silver::incremental_silver_plan`]. Reads `bronze.<table>` at one pinned
+//! snapshot (split by data file, [`crate::scan`]), runs the plan, writes the result as
+//! Parquet data files of `silver.<table>` and commits them through [`Catalog::commit`] as an
+//! overwrite of the partitions (tenants) it recomputed.
+//!
+//! # Full and incremental runs
+//!
+//! A full run reads all of bronze and replaces all of silver. An incremental run (the
+//! default when possible) starts from the current silver snapshot, whose rows reflect the
+//! bronze snapshot recorded in its summary (the base). When bronze only grew since the base
+//! (the base is an ancestor of the input and every snapshot after it is an append), the run
+//! reads the bronze data files added since, finds the tenants they touch, and recomputes
+//! only those tenants from their previous silver rows, their older deletes and truncates and
+//! the new events; the other tenants' files stay. It commits exactly the rows a full run
+//! would (see [`crate::silver`] and the property test there). Anything else (a rollback or
+//! rewrite of bronze, no previous snapshot, a previous snapshot without the lineage columns,
+//! `full`) runs full.
+//!
+//! `tenant` restricts a run to one tenant: only its bronze and silver partitions are read
+//! and only its silver partition is replaced; the snapshot lists it in `firn.tenants`, and
+//! [`crate::lineage`] tracks which bronze snapshot each tenant's rows reflect.
 //!
 //! # Lineage and idempotence
 //!
 //! Every silver snapshot records `firn.input-snapshots = {"bronze.<table>": <id>}` in its
-//! summary. A run whose input snapshot is the one the current silver snapshot was computed
-//! from does nothing ([`TransformStatus::UpToDate`]). The commit id is derived from the table,
-//! the input snapshot and the silver snapshot the run replaces, never from the clock, so a
-//! run retried after a crash or an unknown commit outcome finds its own commit in the
-//! history ([`TransformStatus::AlreadyCommitted`]) instead of committing twice. The replaced
-//! snapshot is part of the id so that recomputing an older input after a rollback of
-//! bronze is a new commit rather than a match with the first computation of that input.
+//! summary, and `firn.mode` (full or incremental). A run whose input is the snapshot the
+//! rows in scope were computed from does nothing ([`TransformStatus::UpToDate`]). The commit
+//! id is derived from the table, the tenant scope, the input snapshot and the silver
+//! snapshot the run replaces, never from the clock, so a run retried after a crash or an
+//! unknown commit outcome finds its own commit in the history
+//! ([`TransformStatus::AlreadyCommitted`]) instead of committing twice. The replaced
+//! snapshot is part of the id so that recomputing an older input after a rollback of bronze
+//! is a new commit rather than a match with the first computation of that input.
 //!
 //! # Concurrency
 //!
-//! The commit re-validates that silver's current snapshot is still the one the run
-//! started from; if another run committed in between, this one is rejected (run it again)
-//! rather than overwriting a newer result with an older one.
+//! The commit re-validates that silver did not move while the run computed (for a tenant
+//! run: that only other tenants' runs committed since); otherwise it is rejected (run it
+//! again) rather than overwriting a newer result with an older one.
 //!
 //! # Schema
 //!
@@ -26,16 +45,15 @@
 //! bronze (fresh field ids, only `tenant` required) and partitioned by `identity(tenant)`.
 //! When bronze gains a column or widens one, silver gets the same change by schema
 //! evolution before the data is written; a change that is not a widening is refused.
-//!
-//! The bronze scan is a single DataFusion partition (iceberg-datafusion 0.10.1); the window
-//! and join above it run on `target_partitions = 2`.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use arrow_array::{ArrayRef, RecordBatch, new_null_array};
+use arrow_array::{ArrayRef, RecordBatch, StringArray, new_null_array};
 use arrow_schema::SchemaRef;
 use datafusion::arrow::compute::cast;
-use datafusion::prelude::{DataFrame, SessionConfig, SessionContext};
+use datafusion::prelude::{DataFrame, Expr, SessionContext, ident, lit};
 use firn_catalog::commit::is_widening;
 use firn_catalog::history::{self, INPUT_SNAPSHOTS};
 use firn_catalog::tables::{bronze_columns, derived_spec};
@@ -44,12 +62,17 @@ use firn_catalog::{
     SchemaChange, TableName, Tier,
 };
 use futures::StreamExt;
-use iceberg::spec::{DataFile, NestedField, Schema, Transform, Type, UnboundPartitionSpec};
+use iceberg::expr::{Predicate, Reference};
+use iceberg::spec::{
+    DataFile, Datum, Literal, NestedField, Schema, Struct, Transform, Type, UnboundPartitionSpec,
+};
 use iceberg::table::Table;
-use iceberg_datafusion::IcebergStaticTableProvider;
 
+use crate::engine::EngineOptions;
 use crate::error::TransformError;
-use crate::silver::{SILVER_TENANT, silver_plan};
+use crate::lineage::{self, BASE_INPUT, MODE, TENANTS};
+use crate::scan::{FileSelection, SnapshotTable, data_files};
+use crate::silver::{SILVER_LINEAGE_COLUMNS, SILVER_TENANT, incremental_silver_plan, silver_plan};
 
 /// Default size at which silver data files roll over.
 pub const DEFAULT_TARGET_FILE_SIZE: u64 = 128 * 1024 * 1024;
@@ -63,6 +86,12 @@ pub struct SilverOptions {
     pub key_columns: Vec<String>,
     /// Data files roll over at about this many bytes.
     pub target_file_size: u64,
+    /// Recompute from all of bronze even when an incremental run is possible.
+    pub full: bool,
+    /// Compute only this tenant: read and replace only its partitions.
+    pub tenant: Option<String>,
+    /// Partitions, memory pool and spill directory.
+    pub engine: EngineOptions,
 }
 
 impl SilverOptions {
@@ -71,6 +100,9 @@ impl SilverOptions {
             as_of: None,
             key_columns,
             target_file_size: DEFAULT_TARGET_FILE_SIZE,
+            full: false,
+            tenant: None,
+            engine: EngineOptions::default(),
         }
     }
 }
@@ -110,6 +142,35 @@ impl TransformStatus {
     }
 }
 
+/// How a silver run computed its rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SilverMode {
+    /// From all of bronze (in scope).
+    Full,
+    /// From the previous silver rows and the bronze data files added since `base`.
+    Incremental { base: i64 },
+}
+
+impl SilverMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            SilverMode::Full => "full",
+            SilverMode::Incremental { .. } => "incremental",
+        }
+    }
+}
+
+/// One input a run read: which table, at which snapshot, what part of it, how many rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputRead {
+    pub table: String,
+    pub snapshot_id: i64,
+    /// `all`, `added files`, `tenants of added files`, `older deletes and truncates`,
+    /// `previous rows`.
+    pub part: &'static str,
+    pub rows: u64,
+}
+
 /// Report of one silver run.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SilverReport {
@@ -119,12 +180,74 @@ pub struct SilverReport {
     pub input_table: String,
     pub input_snapshot_id: Option<i64>,
     pub status: TransformStatus,
+    /// How the rows were computed; `None` when nothing was computed.
+    pub mode: Option<SilverMode>,
+    /// The tenants whose partitions were replaced; `None` for the whole table.
+    pub tenants: Option<Vec<String>>,
+    /// What was read, with row counts (empty unless rows were computed).
+    pub reads: Vec<InputRead>,
     /// The silver snapshot holding this input's result (the new one, the one found in the
     /// history, or the current one when up to date).
     pub snapshot_id: Option<i64>,
     /// Rows and data files written by this run (0 unless `Committed`).
     pub rows: u64,
     pub data_files: usize,
+}
+
+/// `column IN (values)` over strings, for DataFusion.
+fn is_in(column: &str, values: &BTreeSet<String>) -> Expr {
+    ident(column).in_list(values.iter().map(|v| lit(v.as_str())).collect(), false)
+}
+
+/// `column IN (values)` over strings, for Iceberg pruning.
+fn iceberg_in(column: &str, values: &BTreeSet<String>) -> Predicate {
+    Reference::new(column).is_in(values.iter().map(|v| Datum::string(v.as_str())))
+}
+
+/// The rows a scan read so far, for the report.
+struct Counted {
+    table: String,
+    snapshot_id: i64,
+    part: &'static str,
+    rows: Arc<AtomicU64>,
+}
+
+impl Counted {
+    fn report(&self) -> InputRead {
+        InputRead {
+            table: self.table.clone(),
+            snapshot_id: self.snapshot_id,
+            part: self.part,
+            rows: self.rows.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Registers a scan as a DataFrame, restricted to `tenants` (pruned in the scan, filtered
+/// exactly in the plan) when given, and remembers it for the report.
+fn read(
+    ctx: &SessionContext,
+    scan: SnapshotTable,
+    tenant_column: &str,
+    tenants: Option<&BTreeSet<String>>,
+    counted: &mut Vec<Counted>,
+    (table, snapshot_id, part): (&TableName, i64, &'static str),
+) -> Result<DataFrame, TransformError> {
+    let scan = match tenants {
+        Some(tenants) => scan.with_predicate(iceberg_in(tenant_column, tenants)),
+        None => scan,
+    };
+    counted.push(Counted {
+        table: table.to_string(),
+        snapshot_id,
+        part,
+        rows: scan.rows_read(),
+    });
+    let frame = ctx.read_table(Arc::new(scan))?;
+    Ok(match tenants {
+        Some(tenants) => frame.filter(is_in(tenant_column, tenants))?,
+        None => frame,
+    })
 }
 
 /// Computes `silver.<table>` from `bronze.<table>`; see the module docs.
@@ -141,6 +264,9 @@ pub async fn run_silver(
         input_table: bronze_name.to_string(),
         input_snapshot_id: None,
         status: TransformStatus::NoInput,
+        mode: None,
+        tenants: None,
+        reads: Vec::new(),
         snapshot_id: None,
         rows: 0,
         data_files: 0,
@@ -162,64 +288,224 @@ pub async fn run_silver(
         },
     };
     report.input_snapshot_id = Some(input);
-
-    let existing = catalog.try_load_table(&silver_name).await?;
-    if let Some(current) = existing
+    let scope: Option<BTreeSet<String>> = options
+        .tenant
         .as_ref()
-        .and_then(|silver| silver.metadata().current_snapshot())
+        .map(|tenant| BTreeSet::from([tenant.clone()]));
+
+    // The bronze snapshots the rows in scope reflect, from silver's lineage.
+    let existing = catalog.try_load_table(&silver_name).await?;
+    let covering = existing
+        .as_ref()
+        .map(|silver| lineage::covering(&silver.metadata_ref(), options.tenant.as_deref()))
+        .unwrap_or_default();
+    let bases: Option<Vec<i64>> = covering
+        .iter()
+        .map(|snapshot| {
+            history::input_snapshots(&snapshot.summary().additional_properties)
+                .get(&bronze_name.to_string())
+                .copied()
+        })
+        .collect();
+    let bases = bases.filter(|bases| !bases.is_empty());
+    if let Some(bases) = &bases
+        && bases.iter().all(|base| *base == input)
+        && let Some(current) = existing
+            .as_ref()
+            .and_then(|t| t.metadata().current_snapshot())
     {
-        let inputs = history::input_snapshots(&current.summary().additional_properties);
-        if inputs.get(&bronze_name.to_string()) == Some(&input) {
-            tracing::info!(table = %silver_name, input, "silver is up to date");
-            report.status = TransformStatus::UpToDate;
-            report.snapshot_id = Some(current.snapshot_id());
-            return Ok(report);
-        }
+        tracing::info!(table = %silver_name, input, tenant = ?options.tenant, "silver is up to date");
+        report.status = TransformStatus::UpToDate;
+        report.snapshot_id = Some(current.snapshot_id());
+        return Ok(report);
     }
+    let silver_current = existing
+        .as_ref()
+        .and_then(|silver| silver.metadata().current_snapshot());
+    // Incremental needs the previous rows' place in the event order (the lineage columns).
+    let has_lineage =
+        existing
+            .as_ref()
+            .zip(silver_current.as_ref())
+            .is_some_and(|(silver, snapshot)| {
+                snapshot.schema(silver.metadata()).is_ok_and(|schema| {
+                    std::iter::once(SILVER_TENANT)
+                        .chain(SILVER_LINEAGE_COLUMNS)
+                        .all(|column| schema.field_by_name(column).is_some())
+                })
+            });
+    let mode = match (&bases, options.full, has_lineage) {
+        (Some(bases), false, true) => lineage::appended_since(&bronze.metadata_ref(), bases, input)
+            .map_or(SilverMode::Full, |base| SilverMode::Incremental { base }),
+        _ => SilverMode::Full,
+    };
+    report.mode = Some(mode);
+    tracing::info!(table = %silver_name, input, mode = mode.name(), tenant = ?options.tenant, "computing silver");
+
+    let ctx = options.engine.session()?;
+    let partitions = options.engine.partitions;
+    let bronze_scan = || {
+        SnapshotTable::try_new(bronze.clone(), input, partitions)
+            .map_err(TransformError::iceberg("open snapshot", &bronze_name))
+    };
+    let mut counted = Vec::new();
+    let (plan, replaced) = match mode {
+        SilverMode::Full => {
+            let frame = read(
+                &ctx,
+                bronze_scan()?,
+                bronze_columns::TENANT,
+                scope.as_ref(),
+                &mut counted,
+                (&bronze_name, input, "all"),
+            )?;
+            (
+                Some(silver_plan(frame, &options.key_columns)),
+                scope.clone(),
+            )
+        }
+        SilverMode::Incremental { base } => {
+            let old_files = Arc::new(
+                data_files(&bronze, base)
+                    .await
+                    .map_err(TransformError::iceberg("plan scan", &bronze_name))?,
+            );
+            let added = || {
+                Ok::<_, TransformError>(
+                    bronze_scan()?.with_files(FileSelection::Except(old_files.clone())),
+                )
+            };
+            // The tenants the added files touch (a scan of their tenant column only).
+            let touched = read(
+                &ctx,
+                added()?,
+                bronze_columns::TENANT,
+                scope.as_ref(),
+                &mut counted,
+                (&bronze_name, input, "tenants of added files"),
+            )?
+            .select(vec![ident(bronze_columns::TENANT)])?
+            .distinct()?
+            .collect()
+            .await?;
+            let mut changed = BTreeSet::new();
+            for batch in &touched {
+                let column =
+                    cast(batch.column(0), &arrow_schema::DataType::Utf8).map_err(|err| {
+                        datafusion::error::DataFusionError::ArrowError(Box::new(err), None)
+                    })?;
+                if let Some(values) = column.as_any().downcast_ref::<StringArray>() {
+                    changed.extend(values.iter().flatten().map(str::to_string));
+                }
+            }
+            tracing::info!(table = %silver_name, base, tenants = ?changed, "tenants with new bronze events");
+            if changed.is_empty() {
+                // Bronze moved without new rows in scope: commit the new input only.
+                (None, Some(changed))
+            } else {
+                let delta = read(
+                    &ctx,
+                    added()?,
+                    bronze_columns::TENANT,
+                    Some(&changed),
+                    &mut counted,
+                    (&bronze_name, input, "added files"),
+                )?;
+                let older_scan = bronze_scan()?
+                    .with_files(FileSelection::Only(old_files.clone()))
+                    .with_predicate(
+                        Reference::new(bronze_columns::OP)
+                            .is_in([Datum::string("d"), Datum::string("t")]),
+                    );
+                let older = read(
+                    &ctx,
+                    older_scan,
+                    bronze_columns::TENANT,
+                    Some(&changed),
+                    &mut counted,
+                    (&bronze_name, input, "older deletes and truncates"),
+                )?;
+                let (silver_table, silver_snapshot) = existing
+                    .clone()
+                    .zip(silver_current.as_ref().map(|s| s.snapshot_id()))
+                    .ok_or_else(|| TransformError::InvalidInput {
+                        table: silver_name.to_string(),
+                        message: "no previous snapshot for an incremental run".into(),
+                    })?;
+                let previous = read(
+                    &ctx,
+                    SnapshotTable::try_new(silver_table, silver_snapshot, partitions)
+                        .map_err(TransformError::iceberg("open snapshot", &silver_name))?,
+                    SILVER_TENANT,
+                    Some(&changed),
+                    &mut counted,
+                    (&silver_name, silver_snapshot, "previous rows"),
+                )?;
+                (
+                    Some(incremental_silver_plan(
+                        previous,
+                        older,
+                        delta,
+                        &options.key_columns,
+                    )),
+                    Some(changed),
+                )
+            }
+        }
+    };
+    let plan = plan.transpose().map_err(|err| match err.find_root() {
+        datafusion::error::DataFusionError::Plan(message) => TransformError::InvalidInput {
+            table: bronze_name.to_string(),
+            message: message.clone(),
+        },
+        _ => TransformError::DataFusion(err),
+    })?;
 
     let input_schema = bronze
         .metadata()
         .snapshot_by_id(input)
         .and_then(|snapshot| snapshot.schema(bronze.metadata()).ok())
         .unwrap_or_else(|| bronze.metadata().current_schema().clone());
-    let provider = IcebergStaticTableProvider::try_new_from_table_snapshot(bronze.clone(), input)
-        .await
-        .map_err(TransformError::iceberg("open snapshot", &bronze_name))?;
-    let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(2));
-    ctx.register_table("bronze", Arc::new(provider))?;
-    let plan = silver_plan(ctx.table("bronze").await?, &options.key_columns).map_err(|err| {
-        match err.find_root() {
-            datafusion::error::DataFusionError::Plan(message) => TransformError::InvalidInput {
-                table: bronze_name.to_string(),
-                message: message.clone(),
-            },
-            _ => TransformError::DataFusion(err),
+    let silver = match (&plan, existing) {
+        (Some(plan), existing) => {
+            let output_columns: Vec<String> = plan
+                .schema()
+                .fields()
+                .iter()
+                .map(|field| field.name().clone())
+                .collect();
+            let schema = silver_schema(&output_columns, &input_schema).map_err(|message| {
+                TransformError::InvalidInput {
+                    table: bronze_name.to_string(),
+                    message,
+                }
+            })?;
+            prepare_output(
+                catalog,
+                &silver_name,
+                existing,
+                schema,
+                &[SILVER_TENANT.to_string()],
+            )
+            .await?
         }
-    })?;
-    let output_columns: Vec<String> = plan
-        .schema()
-        .fields()
-        .iter()
-        .map(|field| field.name().clone())
-        .collect();
-    let schema = silver_schema(&output_columns, &input_schema).map_err(|message| {
-        TransformError::InvalidInput {
-            table: bronze_name.to_string(),
-            message,
+        (None, Some(existing)) => existing,
+        (None, None) => {
+            return Err(TransformError::InvalidInput {
+                table: silver_name.to_string(),
+                message: "no previous snapshot for an incremental run".into(),
+            });
         }
-    })?;
-    let silver = prepare_output(
-        catalog,
-        &silver_name,
-        existing,
-        schema,
-        &[SILVER_TENANT.to_string()],
-    )
-    .await?;
+    };
 
     let base = silver.metadata().current_snapshot_id();
+    let tenant_part = options
+        .tenant
+        .as_ref()
+        .map(|tenant| format!("/tenant-{tenant}"))
+        .unwrap_or_default();
     let commit_id = format!(
-        "silver/{table}/input-{input}/base-{}",
+        "silver/{table}{tenant_part}/input-{input}/base-{}",
         base.map_or_else(|| "none".to_string(), |id| id.to_string())
     );
     if let Some(snapshot) = history::find_commit(silver.metadata(), &commit_id) {
@@ -228,18 +514,48 @@ pub async fn run_silver(
         return Ok(report);
     }
 
-    let (rows, files) = write_plan(&silver, plan, options.target_file_size).await?;
+    let (rows, files) = match plan {
+        Some(plan) => write_plan(&silver, plan, options.target_file_size).await?,
+        None => (0, Vec::new()),
+    };
     report.rows = rows;
     report.data_files = files.len();
+    report.reads = counted.iter().map(Counted::report).collect();
+    report.tenants = replaced.as_ref().map(|t| t.iter().cloned().collect());
 
-    let lineage = serde_json::json!({ bronze_name.to_string(): input }).to_string();
+    let overwrite = match &replaced {
+        None => OverwriteScope::All,
+        Some(tenants) => OverwriteScope::Partitions(
+            tenants
+                .iter()
+                .map(|tenant| Struct::from_iter([Some(Literal::string(tenant.as_str()))]))
+                .collect(),
+        ),
+    };
+    let mut properties = vec![
+        (
+            INPUT_SNAPSHOTS.to_string(),
+            serde_json::json!({ bronze_name.to_string(): input }).to_string(),
+        ),
+        (MODE.to_string(), mode.name().to_string()),
+    ];
+    if let SilverMode::Incremental { base } = mode {
+        properties.push((BASE_INPUT.to_string(), base.to_string()));
+    }
+    if let Some(scope) = &scope {
+        properties.push((TENANTS.to_string(), serde_json::json!(scope).to_string()));
+    }
     let outcome = commit_overwrite(
         catalog,
         &silver_name,
-        files,
+        CommitScope {
+            files,
+            overwrite,
+            base,
+            tenant: options.tenant.clone(),
+        },
         commit_id,
-        vec![(INPUT_SNAPSHOTS.to_string(), lineage)],
-        base,
+        properties,
     )
     .await?;
     report.snapshot_id = outcome.snapshot_id;
@@ -251,6 +567,8 @@ pub async fn run_silver(
     tracing::info!(
         table = %silver_name,
         input,
+        mode = mode.name(),
+        tenants = ?report.tenants,
         status = ?report.status,
         rows = report.rows,
         files = report.data_files,
@@ -375,6 +693,9 @@ pub(crate) async fn prepare_output(
     Ok(outcome.table)
 }
 
+/// A progress line every this many rows written.
+const PROGRESS_ROWS: u64 = 1_000_000;
+
 /// Executes `plan` and writes its rows as data files of `table` (conformed to the table's
 /// schema); returns the rows written and the files, not yet committed.
 pub(crate) async fn write_plan(
@@ -385,39 +706,67 @@ pub(crate) async fn write_plan(
     let mut sink = DataFileSink::new(table, target_file_size).await?;
     let target = sink.arrow_schema().clone();
     let mut stream = plan.execute_stream().await?;
+    let mut next_progress = PROGRESS_ROWS;
     while let Some(batch) = stream.next().await {
         let batch = conform(&batch?, &target)?;
         if batch.num_rows() > 0 {
             sink.write(batch).await?;
+        }
+        if sink.rows() >= next_progress {
+            tracing::info!(table = %table.identifier(), rows = sink.rows(), "writing");
+            next_progress = sink.rows() + PROGRESS_ROWS;
         }
     }
     let rows = sink.rows();
     Ok((rows, sink.finish().await?))
 }
 
-/// Commits `files` as an overwrite of all of `name` with the given commit id and summary
-/// properties, provided the table's current snapshot is still `base` (the one the run
-/// started from); a concurrent newer result is never overwritten by an older one.
+/// What an overwrite commit replaces, and what it must find when it lands.
+pub(crate) struct CommitScope {
+    /// The new data files.
+    pub files: Vec<DataFile>,
+    /// The data files they replace.
+    pub overwrite: OverwriteScope,
+    /// The snapshot the run started from.
+    pub base: Option<i64>,
+    /// For a tenant run: the tenant; the table may then have moved by other tenants' runs.
+    pub tenant: Option<String>,
+}
+
+/// Commits an overwrite of `name` with the given commit id and summary properties,
+/// provided the table did not move since `scope.base` (the snapshot the run started from)
+/// or, for a tenant run, moved only by runs over other tenants; a concurrent newer result
+/// is never overwritten by an older one.
 pub(crate) async fn commit_overwrite(
     catalog: &Catalog,
     name: &TableName,
-    files: Vec<DataFile>,
+    scope: CommitScope,
     commit_id: String,
     properties: Vec<(String, String)>,
-    base: Option<i64>,
 ) -> Result<CommitOutcome, TransformError> {
     let display = name.to_string();
+    let CommitScope {
+        files,
+        overwrite,
+        base,
+        tenant,
+    } = scope;
     let mut request = CommitRequest::new(Operation::Overwrite {
         files,
-        scope: OverwriteScope::All,
+        scope: overwrite,
     })
     .with_commit_id(commit_id);
     for (key, value) in properties {
         request = request.with_property(key, value);
     }
     let request = request.with_validator(move |table| {
-        let current = table.metadata().current_snapshot_id();
-        if current == base {
+        let metadata = table.metadata_ref();
+        let current = metadata.current_snapshot_id();
+        let unmoved = match &tenant {
+            None => current == base,
+            Some(tenant) => lineage::moved_only_other_tenants(&metadata, base, tenant),
+        };
+        if unmoved {
             Ok(())
         } else {
             Err(format!(

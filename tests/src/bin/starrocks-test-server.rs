@@ -3,7 +3,8 @@
 //! SIGINT/SIGTERM. Does I/O.
 //!
 //! Usage: `starrocks-test-server [--fe ADDR] [--be ADDR]... [--user U] [--password P]
-//! [--advertised-be-host HOST]` (addresses default to `127.0.0.1:0`).
+//! [--advertised-be-host HOST] [--follower-fe ADDR]` (addresses default to `127.0.0.1:0`;
+//! the follower FE is off unless given).
 
 use std::net::SocketAddr;
 
@@ -21,9 +22,16 @@ fn parse_args() -> Result<StreamLoadConfig, String> {
             "--user" => config.user = value()?,
             "--password" => config.password = value()?,
             "--advertised-be-host" => config.advertised_be_host = Some(value()?),
+            "--follower-fe" => {
+                config.follower_fe_addr = Some(
+                    value()?
+                        .parse()
+                        .map_err(|e| format!("--follower-fe: {e}"))?,
+                )
+            }
             "-h" | "--help" => {
                 println!(
-                    "starrocks-test-server [--fe ADDR] [--be ADDR]... [--user U] [--password P] [--advertised-be-host HOST]"
+                    "starrocks-test-server [--fe ADDR] [--be ADDR]... [--user U] [--password P] [--advertised-be-host HOST] [--follower-fe ADDR]"
                 );
                 std::process::exit(0);
             }
@@ -41,6 +49,9 @@ async fn main() -> anyhow::Result<()> {
     let config = parse_args().map_err(anyhow::Error::msg)?;
     let server = StreamLoadServer::start(config).await?;
     println!("FE {}", server.fe_url());
+    if let Some(follower) = server.follower_url() {
+        println!("follower FE {follower}");
+    }
     for be in server.be_urls() {
         println!("BE {be}");
     }

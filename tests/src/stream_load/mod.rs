@@ -9,9 +9,14 @@
 //! spawns tasks). Pure logic lives in [`model`], [`parse`], [`labels`], [`response`] and
 //! [`state`]; [`server`] holds the HTTP plumbing.
 //!
+//! Transaction Stream Load (`/api/transaction/{begin,load,prepare,commit,rollback,list}`)
+//! lives in [`txn`].
+//!
 //! Control API (JSON, no auth, served on the FE and every BE under `/__fake/`):
 //! `POST reset`, `POST tables {db,table,columns:[{name,type,nullable}],key:[..]}`,
-//! `GET tables/{db}/{table}/rows`, `GET txns`, `GET attempts`, `GET|POST|DELETE faults`
+//! `GET tables/{db}/{table}/rows`, `GET txns`, `GET attempts`, `GET requests` (the
+//! request log: listener, method, path, label, headers without secrets, whether the body
+//! was read, status), `GET|POST|DELETE faults`
 //! (a [`FaultRule`]), `GET|POST limits` ([`Limits`]), `POST evict {db,label?}`,
 //! `POST compact {db,table}`, `POST clock/advance {ms}`.
 
@@ -21,6 +26,7 @@ pub mod parse;
 pub mod response;
 mod server;
 pub mod state;
+pub mod txn;
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -33,7 +39,8 @@ use tokio::task::JoinHandle;
 
 pub use labels::{Txn, TxnState};
 pub use model::{Column, ColumnType, TableSchema};
-pub use state::{Fault, FaultRule, LabelConflictMode, Limits};
+pub use state::{Fault, FaultRule, LabelConflictMode, Limits, RequestRecord};
+pub use txn::TxnResult;
 
 /// How to start the fake.
 #[derive(Debug, Clone)]
@@ -47,6 +54,9 @@ pub struct StreamLoadConfig {
     /// Host the FE advertises in `Location` (default: the BE's bound IP), e.g. to
     /// reproduce an unreachable registered address.
     pub advertised_be_host: Option<String>,
+    /// Also run a follower FE here (307s label-state and transaction requests to the
+    /// leader, so transaction calls through it take two redirects).
+    pub follower_fe_addr: Option<SocketAddr>,
     pub limits: Limits,
 }
 
@@ -59,6 +69,7 @@ impl Default for StreamLoadConfig {
             fe_addr: loopback,
             be_addrs: vec![loopback],
             advertised_be_host: None,
+            follower_fe_addr: None,
             limits: Limits::default(),
         }
     }
@@ -68,6 +79,7 @@ impl Default for StreamLoadConfig {
 pub struct StreamLoadServer {
     shared: Arc<server::Shared>,
     fe_addr: SocketAddr,
+    follower_addr: Option<SocketAddr>,
     be_addrs: Vec<SocketAddr>,
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -99,6 +111,18 @@ impl StreamLoadServer {
             be_urls,
         ));
         let (shutdown, rx) = watch::channel(false);
+        let mut follower_addr = None;
+        let mut follower_task = None;
+        if let Some(addr) = config.follower_fe_addr {
+            let listener = TcpListener::bind(addr).await?;
+            follower_addr = Some(listener.local_addr()?);
+            follower_task = Some(tokio::spawn(server::serve(
+                listener,
+                shared.clone(),
+                server::Role::Follower,
+                rx.clone(),
+            )));
+        }
         let mut tasks = vec![
             tokio::spawn(server::serve(
                 fe,
@@ -108,6 +132,7 @@ impl StreamLoadServer {
             )),
             tokio::spawn(server::ticker(shared.clone(), rx.clone())),
         ];
+        tasks.extend(follower_task);
         for (i, listener) in bes.into_iter().enumerate() {
             tasks.push(tokio::spawn(server::serve(
                 listener,
@@ -119,6 +144,7 @@ impl StreamLoadServer {
         Ok(StreamLoadServer {
             shared,
             fe_addr,
+            follower_addr,
             be_addrs,
             shutdown,
             tasks,
@@ -128,6 +154,11 @@ impl StreamLoadServer {
     /// `http://127.0.0.1:<port>` of the FE.
     pub fn fe_url(&self) -> String {
         self.shared.fe_url.clone()
+    }
+
+    /// `http://127.0.0.1:<port>` of the follower FE, if configured.
+    pub fn follower_url(&self) -> Option<String> {
+        self.follower_addr.map(|a| format!("http://{a}"))
     }
 
     /// The BEs' advertised base URLs.
@@ -167,7 +198,18 @@ impl StreamLoadServer {
         self.shared.lock().load_state(db, label)
     }
 
-    /// Stream-load attempts received per label.
+    /// Requests seen by the FE, follower and BE listeners, oldest first.
+    pub fn requests(&self) -> Vec<RequestRecord> {
+        self.shared.lock().requests.clone()
+    }
+
+    /// Advances the virtual clock (txn timeouts, label retention, delayed publish).
+    pub fn advance_clock(&self, ms: u64) {
+        self.shared.lock().clock_offset_ms += ms;
+        self.shared.tick();
+    }
+
+    /// Stream-load and transaction-load attempts received per label (by the BEs).
     pub fn attempts(&self, label: &str) -> u64 {
         self.shared.lock().attempts.get(label).copied().unwrap_or(0)
     }

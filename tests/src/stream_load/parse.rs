@@ -2,7 +2,9 @@
 //! BE's exact error messages), the `columns` mapping, and CSV / JSON bodies turned into
 //! row operations for a [`TableSchema`]. Pure: no I/O.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::io::Read;
 
 use base64::Engine;
 use serde_json::Value;
@@ -63,7 +65,29 @@ pub struct LoadOptions {
     pub max_filter_ratio: f64,
     pub strict_mode: bool,
     pub timeout_secs: Option<u64>,
+    /// Body compression (`compression` or `Content-Encoding` header).
+    pub compression: Option<BodyCompression>,
     pub mode: ApplyMode,
+}
+
+/// Supported body compressions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyCompression {
+    Gzip,
+}
+
+/// Decompresses a body per the load options.
+pub fn decode_body<'a>(body: &'a [u8], opts: &LoadOptions) -> Result<Cow<'a, [u8]>, String> {
+    match opts.compression {
+        None => Ok(Cow::Borrowed(body)),
+        Some(BodyCompression::Gzip) => {
+            let mut out = Vec::new();
+            flate2::read::GzDecoder::new(body)
+                .read_to_end(&mut out)
+                .map_err(|e| format!("failed to decompress gzip body: {e}"))?;
+            Ok(Cow::Owned(out))
+        }
+    }
 }
 
 fn parse_bool(headers: &Headers, name: &str, what: &str) -> Result<bool, String> {
@@ -212,6 +236,18 @@ impl LoadOptions {
                 "partial update and condition update cannot be used at the same time".into(),
             );
         }
+        let compression = match (headers.get("compression"), headers.get("content-encoding")) {
+            (Some(_), Some(_)) => {
+                return Err(
+                    "Only one of http header content-encoding and compression can be set".into(),
+                );
+            }
+            (Some(c), None) | (None, Some(c)) => match c.trim().to_ascii_lowercase().as_str() {
+                "gzip" => Some(BodyCompression::Gzip),
+                other => return Err(format!("unsupported compression type: {other}")),
+            },
+            (None, None) => None,
+        };
         let skip_header = match headers.get("skip_header") {
             None => 0,
             Some(s) => s
@@ -239,6 +275,7 @@ impl LoadOptions {
             max_filter_ratio,
             strict_mode: parse_bool(headers, "strict_mode", "strict mode")?,
             timeout_secs,
+            compression,
             mode: ApplyMode {
                 merge_condition,
                 partial_update,
@@ -576,6 +613,27 @@ mod tests {
             LoadOptions::from_headers(&headers(&[("columns", "id,__op='delete'")])).unwrap();
         let parsed = parse_body(b"7\n", &all_delete, &s).unwrap();
         assert!(matches!(parsed.ops[0], RowOp::Delete(_)));
+    }
+
+    #[test]
+    fn gzip_bodies() {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(b"{\"id\":1}").unwrap();
+        let gz = enc.finish().unwrap();
+        let opts =
+            LoadOptions::from_headers(&headers(&[("format", "json"), ("compression", "GZIP")]))
+                .unwrap();
+        let body = decode_body(&gz, &opts).unwrap();
+        assert_eq!(parse_body(&body, &opts, &schema()).unwrap().ops.len(), 1);
+        assert!(
+            LoadOptions::from_headers(&headers(&[
+                ("compression", "gzip"),
+                ("content-encoding", "gzip")
+            ]))
+            .unwrap_err()
+            .starts_with("Only one of")
+        );
     }
 
     #[test]

@@ -23,12 +23,16 @@ use tokio::sync::watch;
 use super::model::TableSchema;
 use super::parse::{Headers, basic_auth};
 use super::response::{self, pretty};
-use super::state::{Fault, FaultRule, HeaderPhase, Limits, State};
+use super::state::{Fault, FaultRule, HeaderPhase, Limits, RequestRecord, State};
+use super::txn::{FeTxn, TxnLoadTicket, TxnResult};
 
 /// Which listener a request arrived on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Role {
+    /// The leader FE.
     Fe,
+    /// A follower FE: redirects label-state and transaction requests to the leader.
+    Follower,
     Be(usize),
 }
 
@@ -50,6 +54,11 @@ impl Shared {
             be_urls,
             next_be: AtomicUsize::new(0),
         }
+    }
+
+    /// The next BE, round-robin.
+    fn next_be(&self) -> usize {
+        self.next_be.fetch_add(1, Ordering::Relaxed) % self.be_urls.len().max(1)
     }
 
     pub fn lock(&self) -> MutexGuard<'_, State> {
@@ -208,25 +217,73 @@ async fn handle(
     if path.starts_with("/__fake/") {
         return Ok(control(shared, req).await);
     }
-    match role {
-        Role::Fe => fe(shared, peer, req).await,
-        Role::Be(index) => be(shared, index, req).await,
-    }
+    let headers = header_map(&req);
+    let mut record = RequestRecord {
+        listener: match role {
+            Role::Fe => "fe".to_string(),
+            Role::Follower => "follower".to_string(),
+            Role::Be(i) => format!("be{i}"),
+        },
+        method: req.method().to_string(),
+        path: req
+            .uri()
+            .path_and_query()
+            .map_or(path, |p| p.as_str().to_string()),
+        label: headers.get("label").cloned(),
+        headers: headers
+            .into_iter()
+            .map(|(k, v)| {
+                let v = if k == "authorization" {
+                    "<redacted>".to_string()
+                } else {
+                    v
+                };
+                (k, v)
+            })
+            .collect(),
+        body_read: false,
+        body_bytes: 0,
+        status: None,
+    };
+    let result = match role {
+        Role::Fe | Role::Follower => fe(shared.clone(), role, peer, req).await,
+        Role::Be(index) => be(shared.clone(), index, req, &mut record).await,
+    };
+    record.status = result.as_ref().ok().map(|r| r.status().as_u16());
+    shared.lock().log_request(record);
+    result
 }
 
 fn not_found() -> Reply {
     reply(StatusCode::NOT_FOUND, "text/plain", "Not Found")
 }
 
+fn redirect(location: String) -> Result<Reply, io::Error> {
+    let mut response = reply(StatusCode::TEMPORARY_REDIRECT, "text/plain", Bytes::new());
+    response
+        .headers_mut()
+        .insert(LOCATION, location.parse().map_err(io::Error::other)?);
+    // Never read the body; close so a body sent anyway cannot confuse the next request.
+    Ok(close(response))
+}
+
+fn with_query(base: String, query: &Option<String>) -> String {
+    match query {
+        Some(q) => format!("{base}?{q}"),
+        None => base,
+    }
+}
+
 async fn fe(
     shared: Arc<Shared>,
+    role: Role,
     peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Reply, io::Error> {
     let headers = header_map(&req);
     let segments = path_segments(req.uri().path());
     let query = req.uri().query().map(str::to_string);
-    {
+    let strip_expect = {
         let (mut state, _) = shared.lock_at_now();
         if state.has_fault(&Fault::FeDown) {
             return Err(lost());
@@ -242,7 +299,15 @@ async fn fe(
                 "Internal Server Error",
             ));
         }
-    }
+        faults.contains(&Fault::StripExpect)
+    };
+    // A follower FE sends label-state and transaction requests to the leader.
+    let to_leader = || {
+        redirect(with_query(
+            format!("{}{}", shared.fe_url, req.uri().path()),
+            &query,
+        ))
+    };
     let seg: Vec<&str> = segments.iter().map(String::as_str).collect();
     let auth_failure = |state: &State| -> Option<Reply> {
         let message = match basic_auth(&headers) {
@@ -265,9 +330,10 @@ async fn fe(
             if let Some(r) = auth_failure(&state) {
                 return Ok(r);
             }
-            let expects = headers
-                .get("expect")
-                .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"));
+            let expects = !strip_expect
+                && headers
+                    .get("expect")
+                    .is_some_and(|e| e.eq_ignore_ascii_case("100-continue"));
             if !expects && req.version() != hyper::Version::HTTP_10 {
                 return Ok(close(json_reply(
                     StatusCode::OK,
@@ -281,18 +347,46 @@ async fn fe(
                 )));
             }
             drop(state);
-            let n = shared.next_be.fetch_add(1, Ordering::Relaxed) % shared.be_urls.len();
-            let mut location = format!("{}{}", shared.be_urls[n], req.uri().path());
-            if let Some(q) = &query {
-                location.push('?');
-                location.push_str(q);
+            let n = shared.next_be();
+            redirect(with_query(
+                format!("{}{}", shared.be_urls[n], req.uri().path()),
+                &query,
+            ))
+        }
+        ["api", _db, "get_load_state"] if role == Role::Follower => to_leader(),
+        ["api", "transaction", _op] if role == Role::Follower => to_leader(),
+        ["api", "transaction", op] if matches!(*req.method(), Method::POST | Method::PUT) => {
+            let (mut state, now) = shared.lock_at_now();
+            if let Some(r) = auth_failure(&state) {
+                return Ok(r);
             }
-            let mut response = reply(StatusCode::TEMPORARY_REDIRECT, "text/plain", Bytes::new());
-            response
-                .headers_mut()
-                .insert(LOCATION, location.parse().map_err(io::Error::other)?);
-            // Never read the body; close so a body sent anyway cannot confuse the next request.
-            Ok(close(response))
+            let failed = |message: &str| {
+                Ok(close(json_reply(
+                    StatusCode::OK,
+                    pretty(&TxnResult::fe_failed(message)),
+                )))
+            };
+            let Some(db) = headers.get("db").filter(|d| !d.is_empty()) else {
+                return failed("No database selected.");
+            };
+            let Some(label) = headers.get("label").filter(|l| !l.is_empty()) else {
+                return failed("Empty label.");
+            };
+            match state.fe_txn(op, db, label, now) {
+                FeTxn::Reply(result) => Ok(close(json_reply(StatusCode::OK, pretty(&result)))),
+                FeTxn::DropConnection => Err(lost()),
+                FeTxn::Redirect(be) => {
+                    drop(state);
+                    if shared.be_urls.is_empty() {
+                        return failed("No backend alive.");
+                    }
+                    let n = be.unwrap_or_else(|| shared.next_be());
+                    redirect(with_query(
+                        format!("{}{}", shared.be_urls[n], req.uri().path()),
+                        &query,
+                    ))
+                }
+            }
         }
         ["api", db, "get_load_state"] if req.method() == Method::GET => {
             let state = shared.lock();
@@ -318,7 +412,12 @@ async fn fe(
     }
 }
 
-async fn be(shared: Arc<Shared>, index: usize, req: Request<Incoming>) -> Result<Reply, io::Error> {
+async fn be(
+    shared: Arc<Shared>,
+    index: usize,
+    req: Request<Incoming>,
+    record: &mut RequestRecord,
+) -> Result<Reply, io::Error> {
     let headers = header_map(&req);
     let segments = path_segments(req.uri().path());
     let query = req.uri().query().map(str::to_string);
@@ -357,10 +456,7 @@ async fn be(shared: Arc<Shared>, index: usize, req: Request<Incoming>) -> Result
                 return Err(lost());
             }
             // Reading the body makes hyper send `100 Continue` first.
-            let body = match req.into_body().collect().await {
-                Ok(b) => b.to_bytes(),
-                Err(e) => return Err(io::Error::other(e)),
-            };
+            let body = read_body(req, record).await?;
             let outcome = {
                 let (mut state, now) = shared.lock_at_now();
                 state.complete_load(&load, &body, &be_url, now)
@@ -371,6 +467,10 @@ async fn be(shared: Arc<Shared>, index: usize, req: Request<Incoming>) -> Result
             }
             Ok(json_reply(StatusCode::OK, pretty(&outcome.result)))
         }
+        ["api", "transaction", op] if matches!(*req.method(), Method::POST | Method::PUT) => {
+            let op = op.to_string();
+            be_txn(shared, index, &op, &be_url, headers, req, record).await
+        }
         ["api", "_load_error_log"] if req.method() == Method::GET => {
             let file = query_param(query.as_deref(), "file").unwrap_or_default();
             Ok(match shared.lock().error_logs.get(&file) {
@@ -379,6 +479,101 @@ async fn be(shared: Arc<Shared>, index: usize, req: Request<Incoming>) -> Result
             })
         }
         _ => Ok(not_found()),
+    }
+}
+
+/// Reads a request body (hyper sends `100 Continue` first), noting it in the request log.
+async fn read_body(req: Request<Incoming>, record: &mut RequestRecord) -> Result<Bytes, io::Error> {
+    record.body_read = true;
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map_err(io::Error::other)?
+        .to_bytes();
+    record.body_bytes = body.len() as u64;
+    Ok(body)
+}
+
+/// The BE transaction endpoints (§4.3).
+async fn be_txn(
+    shared: Arc<Shared>,
+    index: usize,
+    op: &str,
+    be_url: &str,
+    headers: Headers,
+    req: Request<Incoming>,
+    record: &mut RequestRecord,
+) -> Result<Reply, io::Error> {
+    let respond = |result: TxnResult| Ok(close(json_reply(StatusCode::OK, pretty(&result))));
+    let Some(db) = headers.get("db").filter(|d| !d.is_empty()).cloned() else {
+        return respond(TxnResult::status(
+            "INVALID_ARGUMENT",
+            "No database selected.",
+        ));
+    };
+    let label = headers.get("label").cloned();
+    if op == "load" {
+        let header_phase = {
+            let (mut state, now) = shared.lock_at_now();
+            if let Some(l) = &label {
+                *state.attempts.entry(l.clone()).or_default() += 1;
+            }
+            let content_length = headers.get("content-length").and_then(|l| l.parse().ok());
+            state.txn_load_header(&db, &headers, content_length, index, now)
+        };
+        let guard = match header_phase {
+            Ok(ticket) => TxnLoadGuard {
+                shared: shared.clone(),
+                ticket,
+            },
+            // Header failure: reply without reading the body (no 100 Continue).
+            Err(result) => return respond(result),
+        };
+        let body = read_body(req, record).await?;
+        let result = {
+            let (mut state, now) = shared.lock_at_now();
+            state.txn_load_body(&guard.ticket, &body, now)
+        };
+        drop(guard);
+        return respond(result);
+    }
+    let (mut state, now) = shared.lock_at_now();
+    let result = match op {
+        "begin" => state.txn_begin(&db, &headers, index, now),
+        "prepare" => state.txn_prepare(&db, &headers, index, be_url, now),
+        "rollback" => state.txn_rollback_be(&db, &headers, index, now),
+        "commit" => {
+            let faults = state.take_faults(false, Some(&db), None, label.as_deref());
+            let result = state.txn_commit_be(&db, &headers, index, be_url, &faults, now);
+            if faults.contains(&Fault::LostResponse) && result.status == "OK" {
+                return Err(lost());
+            }
+            result
+        }
+        "list" => {
+            let list =
+                json!({"Status": "OK", "Message": "", "Transactions": state.txn_list(index)});
+            return Ok(json_reply(StatusCode::OK, pretty(&list)));
+        }
+        other => TxnResult::status(
+            "INVALID_ARGUMENT",
+            format!("Unknown transaction operation: {other}"),
+        ),
+    };
+    respond(result)
+}
+
+/// Rolls a transaction back if its `load` ends without the body (connection dropped).
+struct TxnLoadGuard {
+    shared: Arc<Shared>,
+    ticket: TxnLoadTicket,
+}
+
+impl Drop for TxnLoadGuard {
+    fn drop(&mut self) {
+        let (mut state, now) = self.shared.lock_at_now();
+        state.txn_load_dropped(&self.ticket, now);
     }
 }
 
@@ -470,6 +665,9 @@ async fn control(shared: Arc<Shared>, req: Request<Incoming>) -> Reply {
             },
             (&Method::GET, ["txns"]) => {
                 ok_json(serde_json::to_value(state.txns()).unwrap_or_default())
+            }
+            (&Method::GET, ["requests"]) => {
+                ok_json(serde_json::to_value(&state.requests).unwrap_or_default())
             }
             (&Method::GET, ["attempts"]) => {
                 ok_json(serde_json::to_value(&state.attempts).unwrap_or_default())

@@ -11,8 +11,32 @@ use serde_json::Value;
 
 use super::labels::{BeginError, LabelStore, Retention, Txn, TxnState};
 use super::model::{ApplyMode, RowOp, Table, TableSchema};
-use super::parse::{Format, Headers, LoadOptions, basic_auth, parse_body, valid_label};
+use super::parse::{
+    FilteredRow, Format, Headers, LoadOptions, basic_auth, decode_body, parse_body, valid_label,
+};
 use super::response::{self, StreamLoadResult};
+use super::txn::TxnContext;
+
+/// Requests kept in the request log.
+const MAX_LOGGED_REQUESTS: usize = 10_000;
+
+/// One request as seen by a listener (control API requests excluded).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// `fe`, `follower` or `be{index}`.
+    pub listener: String,
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    pub label: Option<String>,
+    /// Lowercase names; `authorization` is redacted.
+    pub headers: BTreeMap<String, String>,
+    /// Whether the handler read the request body (so `100 Continue` was sent).
+    pub body_read: bool,
+    pub body_bytes: u64,
+    /// HTTP status, `None` when the connection was dropped without a response.
+    pub status: Option<u16>,
+}
 
 /// How a reused label is reported (StarRocks#57982).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -83,11 +107,13 @@ pub enum Fault {
     FeDown,
     /// The FE answers HTTP 500.
     FeError500,
+    /// The FE acts as if `Expect: 100-continue` were missing (a proxy that strips it).
+    StripExpect,
 }
 
 impl Fault {
     fn on_fe(&self) -> bool {
-        matches!(self, Fault::FeDown | Fault::FeError500)
+        matches!(self, Fault::FeDown | Fault::FeError500 | Fault::StripExpect)
     }
 }
 
@@ -134,7 +160,7 @@ impl FaultRule {
 }
 
 #[derive(Debug, Clone)]
-struct PendingPublish {
+pub(crate) struct PendingPublish {
     txn_id: i64,
     table: String,
     ops: Vec<RowOp>,
@@ -147,7 +173,9 @@ pub struct Database {
     pub id: i64,
     pub tables: BTreeMap<String, Table>,
     pub labels: LabelStore,
-    pending: Vec<PendingPublish>,
+    pub(crate) pending: Vec<PendingPublish>,
+    /// Transaction Stream Load contexts of running (PREPARE/PREPARED) txns, by label.
+    pub txn_contexts: BTreeMap<String, TxnContext>,
 }
 
 /// A load whose header phase passed: a txn in PREPARE.
@@ -191,7 +219,9 @@ pub struct State {
     /// Stream-load attempts per label (any outcome).
     pub attempts: BTreeMap<String, u64>,
     pub clock_offset_ms: u64,
-    next_txn_id: i64,
+    /// Requests seen by the FE/BE listeners (newest last, bounded).
+    pub requests: Vec<RequestRecord>,
+    pub(crate) next_txn_id: i64,
     next_db_id: i64,
 }
 
@@ -206,6 +236,7 @@ impl State {
             error_logs: BTreeMap::new(),
             attempts: BTreeMap::new(),
             clock_offset_ms: 0,
+            requests: Vec::new(),
             next_txn_id: 1000,
             next_db_id: 10_000,
         }
@@ -231,6 +262,7 @@ impl State {
                 tables: BTreeMap::new(),
                 labels: LabelStore::default(),
                 pending: Vec::new(),
+                txn_contexts: BTreeMap::new(),
             }
         });
         database
@@ -323,8 +355,17 @@ impl State {
                 }
             }
             db.pending = remaining;
+            db.expire_txns(now_ms);
             db.labels.evict(retention, now_ms);
         }
+    }
+
+    /// Appends to the request log, dropping the oldest beyond the bound.
+    pub fn log_request(&mut self, record: RequestRecord) {
+        if self.requests.len() >= MAX_LOGGED_REQUESTS {
+            self.requests.remove(0);
+        }
+        self.requests.push(record);
     }
 
     /// The BE header phase (§1.6 order), ending with begin-txn. Never reads the body.
@@ -478,7 +519,9 @@ impl State {
             result.message = message;
             outcome(result)
         };
-        let parsed = match parse_body(body, &load.opts, &table.schema) {
+        let parsed = match decode_body(body, &load.opts)
+            .and_then(|body| parse_body(&body, &load.opts, &table.schema))
+        {
             Ok(p) => p,
             Err(e) => return abort(database, result, e),
         };
@@ -487,14 +530,13 @@ impl State {
         result.number_unselected_rows = parsed.unselected;
         result.number_loaded_rows = parsed.ops.len() as u64;
         if !parsed.filtered.is_empty() {
-            let file = format!("error_log_{}_{}", database.id, load.txn_id);
-            let text: String = parsed
-                .filtered
-                .iter()
-                .map(|f| format!("Error: {}. Row: {}\n", f.error, f.row))
-                .collect();
-            self.error_logs.insert(file.clone(), text);
-            result.error_url = Some(format!("{be_url}/api/_load_error_log?file={file}"));
+            result.error_url = Some(write_error_log(
+                &mut self.error_logs,
+                database.id,
+                load.txn_id,
+                &parsed.filtered,
+                be_url,
+            ));
         }
         let considered = parsed.total.saturating_sub(parsed.unselected);
         if result.number_filtered_rows as f64 > load.opts.max_filter_ratio * considered as f64 {
@@ -509,40 +551,24 @@ impl State {
             );
             return abort(database, result, message);
         }
-        // Commit.
-        let mut hasher = DefaultHasher::new();
-        body.hash(&mut hasher);
-        table.versions += 1;
-        if let Some(txn) = database.labels.get_mut(load.txn_id) {
-            txn.body_hash = Some(format!("{:016x}", hasher.finish()));
-            txn.loaded_rows = result.number_loaded_rows;
-        }
-        database
-            .labels
-            .set_state(load.txn_id, TxnState::Committed, now_ms);
-        let delay = load.faults.iter().find_map(|f| match f {
-            Fault::PublishTimeout { visible_after_ms } => Some(*visible_after_ms),
-            _ => None,
-        });
-        let blocked = database.pending.iter().any(|p| p.table == load.table);
-        let pending = PendingPublish {
-            txn_id: load.txn_id,
-            table: load.table.clone(),
-            ops: parsed.ops,
-            mode: load.opts.mode.clone(),
-            visible_at_ms: now_ms + delay.unwrap_or(0),
-        };
-        if delay.is_some() || blocked {
-            database.pending.push(pending);
-            result.status = response::PUBLISH_TIMEOUT.into();
-            result.message = "Publish timeout. The data will be visible after a while, which is caused by the publish timeout.".into();
-        } else {
-            table.apply(&pending.ops, &pending.mode);
-            database
-                .labels
-                .set_state(load.txn_id, TxnState::Visible, now_ms);
+        let visible = database.commit(
+            Commit {
+                txn_id: load.txn_id,
+                table: &load.table,
+                ops: parsed.ops,
+                mode: &load.opts.mode,
+                body_hash: body_hash(body),
+                loaded_rows: result.number_loaded_rows,
+                publish_delay_ms: publish_delay(&load.faults),
+            },
+            now_ms,
+        );
+        if visible {
             result.status = response::SUCCESS.into();
             result.message = "OK".into();
+        } else {
+            result.status = response::PUBLISH_TIMEOUT.into();
+            result.message = PUBLISH_TIMEOUT_MESSAGE.into();
         }
         if load.faults.contains(&Fault::CommitUnknown) {
             result.status = response::FAIL.into();
@@ -552,6 +578,87 @@ impl State {
         LoadOutcome {
             lose_response: load.faults.contains(&Fault::LostResponse),
             result,
+        }
+    }
+}
+
+pub(crate) const PUBLISH_TIMEOUT_MESSAGE: &str = "Publish timeout. The data will be visible after a while, which is caused by the publish timeout.";
+
+/// A hex hash of a body, recorded on the txn (for the "no body accepted twice" checks).
+pub(crate) fn body_hash(body: &[u8]) -> String {
+    let mut hasher = DefaultHasher::new();
+    body.hash(&mut hasher);
+    format!("{:016x}", hasher.finish())
+}
+
+/// The publish delay of an injected `PublishTimeout`, if any.
+pub(crate) fn publish_delay(faults: &[Fault]) -> Option<u64> {
+    faults.iter().find_map(|f| match f {
+        Fault::PublishTimeout { visible_after_ms } => Some(*visible_after_ms),
+        _ => None,
+    })
+}
+
+/// Stores the error log of filtered rows; returns its `ErrorURL`.
+pub(crate) fn write_error_log(
+    logs: &mut BTreeMap<String, String>,
+    db_id: i64,
+    txn_id: i64,
+    filtered: &[FilteredRow],
+    be_url: &str,
+) -> String {
+    let file = format!("error_log_{db_id}_{txn_id}");
+    let text: String = filtered
+        .iter()
+        .map(|f| format!("Error: {}. Row: {}\n", f.error, f.row))
+        .collect();
+    logs.insert(file.clone(), text);
+    format!("{be_url}/api/_load_error_log?file={file}")
+}
+
+/// What a commit writes.
+pub(crate) struct Commit<'a> {
+    pub txn_id: i64,
+    pub table: &'a str,
+    pub ops: Vec<RowOp>,
+    pub mode: &'a ApplyMode,
+    pub body_hash: String,
+    pub loaded_rows: u64,
+    /// Injected publish delay (`Publish Timeout`).
+    pub publish_delay_ms: Option<u64>,
+}
+
+impl Database {
+    /// Commits a txn: one more version, state COMMITTED, then applied and VISIBLE now,
+    /// or later (publish delay, or an earlier publish of the table still pending).
+    /// Returns whether it is visible now.
+    pub(crate) fn commit(&mut self, commit: Commit<'_>, now_ms: u64) -> bool {
+        if let Some(t) = self.tables.get_mut(commit.table) {
+            t.versions += 1;
+        }
+        if let Some(txn) = self.labels.get_mut(commit.txn_id) {
+            txn.body_hash = Some(commit.body_hash);
+            txn.loaded_rows = commit.loaded_rows;
+        }
+        self.labels
+            .set_state(commit.txn_id, TxnState::Committed, now_ms);
+        let blocked = self.pending.iter().any(|p| p.table == commit.table);
+        if commit.publish_delay_ms.is_some() || blocked {
+            self.pending.push(PendingPublish {
+                txn_id: commit.txn_id,
+                table: commit.table.to_string(),
+                ops: commit.ops,
+                mode: commit.mode.clone(),
+                visible_at_ms: now_ms + commit.publish_delay_ms.unwrap_or(0),
+            });
+            false
+        } else {
+            if let Some(t) = self.tables.get_mut(commit.table) {
+                t.apply(&commit.ops, commit.mode);
+            }
+            self.labels
+                .set_state(commit.txn_id, TxnState::Visible, now_ms);
+            true
         }
     }
 }

@@ -1,0 +1,224 @@
+//! The relay's Kafka side: the consumer (static assignment of every partition of the topics
+//! the relayed models read, from the beginning, because the relay rebuilds its state from
+//! the change log), polling in bounded batches, pausing, the caught-up check and the
+//! consumer-group lag mirror. Does I/O (Kafka).
+//!
+//! [`consumer`] is the one place the consumer is made, so a consumer-group source can
+//! replace it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use firn_catalog::config::{PipelineConfig, SourceConfig, TenantRule, TopicTemplate};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+use crate::debezium::{Cell, CellValue};
+use crate::relay::RelayError;
+
+/// One consumed message.
+#[derive(Debug)]
+pub struct Polled {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    /// Kafka timestamp (ms), the start of the event-to-visible latency.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// Creates the relay's consumer: no auto commit (resume positions come from the ledger;
+/// the group offsets are only a lag mirror), group `<kafka.group-id>-relay`.
+pub fn consumer(config: &PipelineConfig, brokers: &str) -> Result<BaseConsumer, RelayError> {
+    let mut client = ClientConfig::new();
+    for (key, value) in &config.kafka.properties {
+        client.set(key, value);
+    }
+    client
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("{}-relay", config.kafka.group_id))
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        // Reading from the beginning is the only start the relay makes; a beginning that
+        // retention removed is reported, not skipped.
+        .set("auto.offset.reset", "error");
+    client.create().map_err(RelayError::kafka("create consumer"))
+}
+
+/// The sources whose topics exist, by topic, for the given silver tables.
+pub fn routes(
+    consumer: &BaseConsumer,
+    config: &PipelineConfig,
+    tables: &[String],
+) -> Result<BTreeMap<String, (SourceConfig, TopicTemplate, Vec<i32>)>, RelayError> {
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .map_err(RelayError::kafka("fetch metadata"))?;
+    let mut routes = BTreeMap::new();
+    for topic in metadata.topics() {
+        let Some(source) = config.source_for_topic(topic.name()) else {
+            continue;
+        };
+        if !tables.contains(&source.table) {
+            continue;
+        }
+        let template = TopicTemplate::parse(&source.topic).map_err(RelayError::Config)?;
+        let partitions = topic.partitions().iter().map(|p| p.id()).collect();
+        routes.insert(
+            topic.name().to_string(),
+            (source.clone(), template, partitions),
+        );
+    }
+    Ok(routes)
+}
+
+/// Assigns every partition of `topics` from its beginning.
+pub fn assign_from_beginning(
+    consumer: &BaseConsumer,
+    topics: &BTreeMap<String, Vec<i32>>,
+) -> Result<TopicPartitionList, RelayError> {
+    let mut list = TopicPartitionList::new();
+    for (topic, partitions) in topics {
+        for partition in partitions {
+            list.add_partition_offset(topic, *partition, Offset::Beginning)
+                .map_err(RelayError::kafka("assign partitions"))?;
+        }
+    }
+    consumer
+        .assign(&list)
+        .map_err(RelayError::kafka("assign partitions"))?;
+    Ok(list)
+}
+
+/// Polls up to `max` messages, waiting at most `wait` for the first.
+pub fn poll_batch(
+    consumer: &BaseConsumer,
+    max: usize,
+    wait: Duration,
+) -> Result<Vec<Polled>, RelayError> {
+    let mut out = Vec::new();
+    let mut timeout = wait;
+    while out.len() < max {
+        match consumer.poll(timeout) {
+            None => break,
+            Some(Ok(message)) => out.push(Polled {
+                topic: message.topic().to_string(),
+                partition: message.partition(),
+                offset: message.offset(),
+                key: message.key().map(<[u8]>::to_vec),
+                value: message.payload().map(<[u8]>::to_vec),
+                timestamp_ms: message.timestamp().to_millis(),
+            }),
+            Some(Err(rdkafka::error::KafkaError::MessageConsumption(
+                rdkafka::types::RDKafkaErrorCode::AutoOffsetReset,
+            ))) => {
+                return Err(RelayError::Config(
+                    "the beginning of a CDC topic is no longer in Kafka (deleted by \
+                     retention?): the relay rebuilds its state from the whole change log, so \
+                     the topics need compaction or unlimited retention"
+                        .into(),
+                ));
+            }
+            Some(Err(source)) => {
+                return Err(RelayError::Kafka {
+                    operation: "poll",
+                    source,
+                });
+            }
+        }
+        // Drain what is already fetched without waiting again.
+        timeout = Duration::ZERO;
+    }
+    Ok(out)
+}
+
+/// Pauses or resumes every assigned partition.
+pub fn set_paused(
+    consumer: &BaseConsumer,
+    assignment: &TopicPartitionList,
+    paused: bool,
+) -> Result<(), RelayError> {
+    if paused {
+        consumer
+            .pause(assignment)
+            .map_err(RelayError::kafka("pause partitions"))
+    } else {
+        consumer
+            .resume(assignment)
+            .map_err(RelayError::kafka("resume partitions"))
+    }
+}
+
+/// Whether every assigned partition has been read to its end: `next` holds the next
+/// offset per partition read so far.
+pub fn caught_up(
+    consumer: &BaseConsumer,
+    assignment: &TopicPartitionList,
+    next: &HashMap<(String, i32), i64>,
+) -> Result<bool, RelayError> {
+    for element in assignment.elements() {
+        let (low, high) = consumer
+            .fetch_watermarks(element.topic(), element.partition(), Duration::from_secs(5))
+            .map_err(RelayError::kafka("fetch watermarks"))?;
+        let position = next
+            .get(&(element.topic().to_string(), element.partition()))
+            .copied()
+            .unwrap_or(low);
+        if position < high {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// Records between the acknowledged positions and each partition's end.
+pub fn lag(consumer: &BaseConsumer, acked: &BTreeMap<(String, i32), i64>) -> i64 {
+    acked
+        .iter()
+        .filter_map(|((topic, partition), next)| {
+            consumer
+                .fetch_watermarks(topic, *partition, Duration::from_secs(1))
+                .ok()
+                .map(|(_, high)| (high - next).max(0))
+        })
+        .sum()
+}
+
+/// Commits acknowledged positions to the consumer group, for lag dashboards. Informational:
+/// resume positions come from the ledger, so a failure is only logged.
+pub fn mirror_offsets(consumer: &BaseConsumer, acked: &BTreeMap<(String, i32), i64>) {
+    let mut list = TopicPartitionList::new();
+    for ((topic, partition), next) in acked {
+        if let Err(err) = list.add_partition_offset(topic, *partition, Offset::Offset(*next)) {
+            tracing::warn!(%topic, partition, %err, "cannot mirror offset");
+        }
+    }
+    if let Err(err) = consumer.commit(&list, CommitMode::Async) {
+        tracing::warn!(%err, "cannot mirror relay offsets to the consumer group");
+    }
+}
+
+/// The tenant of a record, as bronze finds it.
+pub fn tenant(
+    source: &SourceConfig,
+    template: &TopicTemplate,
+    topic: &str,
+    row: &[Cell],
+) -> Result<String, String> {
+    let tenant = match &source.tenant {
+        TenantRule::Static { tenant } => tenant.clone(),
+        TenantRule::Topic => template.matches(topic).unwrap_or_default().to_string(),
+        TenantRule::Field { field } => {
+            match row.iter().find(|c| &c.name == field).map(|c| &c.value) {
+                Some(CellValue::String(text)) => text.clone(),
+                Some(CellValue::Long(v)) => v.to_string(),
+                Some(CellValue::Int(v)) => v.to_string(),
+                _ => return Err(format!("tenant field `{field}` is missing or not a string")),
+            }
+        }
+    };
+    firn_catalog::names::validate_tenant(&tenant).map_err(|err| err.to_string())?;
+    Ok(tenant)
+}

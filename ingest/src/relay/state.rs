@@ -1,0 +1,560 @@
+//! The relay's view of its source tables: for every input of a relayed gold model, the
+//! current row per (tenant, primary key) built from the Debezium events applied so far,
+//! indexed by the gold key the row contributes to. Pure: events in, affected gold keys out.
+//!
+//! # Semantics (the same as silver, so hot and cold agree)
+//!
+//! - **Latest event wins** per (tenant, key), ordered by (source position, Kafka offset); a
+//!   missing position sorts before every recorded one. Connector re-emissions are dropped
+//!   before they get here (see [`crate::dedup`]), so an older event never resurrects a row.
+//! - **Deletes** remove the row; **truncates** remove every row of the tenant whose latest
+//!   event precedes the truncate.
+//! - **Column types** follow bronze: a type from an embedded schema beats an inferred one; a
+//!   typed value of a wider compatible type widens the column; anything else refuses the
+//!   event (bronze dead-letters it, so silver never sees it either).
+//!
+//! # The relay version
+//!
+//! Every gold key carries a *relay version*: the newest source timestamp (µs) of any event
+//! applied to any of its input rows since the key last had no rows at all. It only grows
+//! while the key lives, so it is the hot table's `merge_condition` column. The gold model's
+//! own `source_version` cannot be: it is a maximum over the *current* item rows, so deleting
+//! the newest item lowers it and StarRocks would refuse the corrected row.
+//!
+//! Memory is proportional to the live rows of the input tables (each row's decoded cells,
+//! plus one index entry and one version per live gold key); deleted rows leave nothing.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use firn_catalog::commit::is_widening;
+use iceberg::spec::PrimitiveType;
+
+use crate::bronze::iceberg_type;
+use crate::debezium::{Cell, CellValue, ChangeEvent, ColumnType, Op};
+
+/// One value of a key. Integers of any width compare as integers, so `orders.id` (long)
+/// and `order_items.order_id` (int or long) name the same gold key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KeyValue {
+    Null,
+    Int(i64),
+    Text(String),
+}
+
+impl KeyValue {
+    pub fn from_cell(value: &CellValue) -> KeyValue {
+        match value {
+            CellValue::Null => KeyValue::Null,
+            CellValue::Int(v) => KeyValue::Int(i64::from(*v)),
+            CellValue::Long(v) => KeyValue::Int(*v),
+            CellValue::String(v) => KeyValue::Text(v.clone()),
+            CellValue::Boolean(v) => KeyValue::Text(v.to_string()),
+            CellValue::Date(v) => KeyValue::Int(i64::from(*v)),
+            CellValue::Time(v) | CellValue::Micros(v) => KeyValue::Int(*v),
+            CellValue::Decimal(v) => KeyValue::Text(v.to_string()),
+            CellValue::Float(v) => KeyValue::Text(v.to_string()),
+            CellValue::Double(v) => KeyValue::Text(v.to_string()),
+            CellValue::Binary(v) => KeyValue::Text(format!("{v:02x?}")),
+        }
+    }
+
+    /// The value as it goes into a Stream Load JSON row.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            KeyValue::Null => serde_json::Value::Null,
+            KeyValue::Int(v) => serde_json::Value::from(*v),
+            KeyValue::Text(v) => serde_json::Value::from(v.as_str()),
+        }
+    }
+}
+
+/// The key of one gold row, in the order of the model's declared key.
+pub type GoldKey = Vec<KeyValue>;
+
+/// (tenant, primary-key values) of a source row.
+type RowKey = (String, Vec<KeyValue>);
+
+/// What the relay needs to know about one input table of a model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputSpec {
+    /// The silver table name (without `silver.`).
+    pub table: String,
+    /// Primary-key columns of the source table (empty: the Debezium message key's fields).
+    pub primary_key: Vec<String>,
+    /// The columns giving the gold key, in key order; `tenant` is the tenant.
+    pub gold_key: Vec<String>,
+}
+
+/// One Debezium event to apply, with where it came from.
+#[derive(Debug, Clone)]
+pub struct Change {
+    pub tenant: String,
+    pub event: ChangeEvent,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// The current row of a source key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredRow {
+    pub tenant: String,
+    pub cells: Vec<Cell>,
+    pub source_ts_micros: Option<i64>,
+    pub source_pos: Option<String>,
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    gold_key: GoldKey,
+}
+
+impl StoredRow {
+    fn order(&self) -> (&str, i64) {
+        (self.source_pos.as_deref().unwrap_or(""), self.offset)
+    }
+}
+
+/// A column of an input table: its type and whether an embedded schema gave it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputColumn {
+    pub name: String,
+    pub column_type: ColumnType,
+    pub typed: bool,
+}
+
+#[derive(Debug, Clone)]
+struct InputState {
+    spec: InputSpec,
+    rows: HashMap<RowKey, StoredRow>,
+    by_gold: HashMap<GoldKey, BTreeSet<RowKey>>,
+    /// Source columns in first-seen order.
+    columns: Vec<InputColumn>,
+}
+
+/// The state of every input of one relayed model; see the module docs.
+#[derive(Debug, Clone)]
+pub struct ModelState {
+    inputs: BTreeMap<String, InputState>,
+    versions: HashMap<GoldKey, i64>,
+}
+
+impl ModelState {
+    pub fn new(specs: Vec<InputSpec>) -> ModelState {
+        let inputs = specs
+            .into_iter()
+            .map(|spec| {
+                (
+                    spec.table.clone(),
+                    InputState {
+                        spec,
+                        rows: HashMap::new(),
+                        by_gold: HashMap::new(),
+                        columns: Vec::new(),
+                    },
+                )
+            })
+            .collect();
+        ModelState {
+            inputs,
+            versions: HashMap::new(),
+        }
+    }
+
+    /// Whether `table` is an input of the model.
+    pub fn reads(&self, table: &str) -> bool {
+        self.inputs.contains_key(table)
+    }
+
+    /// Live source rows over every input.
+    pub fn live_rows(&self) -> usize {
+        self.inputs.values().map(|input| input.rows.len()).sum()
+    }
+
+    /// The relay version of a gold key that has rows (see the module docs).
+    pub fn version(&self, key: &GoldKey) -> Option<i64> {
+        self.versions.get(key).copied()
+    }
+
+    /// The columns seen so far for an input, in first-seen order.
+    pub fn columns(&self, table: &str) -> &[InputColumn] {
+        self.inputs
+            .get(table)
+            .map(|input| input.columns.as_slice())
+            .unwrap_or_default()
+    }
+
+    /// The current rows of `table` that belong to any of `keys`, in a stable order.
+    pub fn rows_for<'a>(&'a self, table: &str, keys: &BTreeSet<GoldKey>) -> Vec<&'a StoredRow> {
+        let Some(input) = self.inputs.get(table) else {
+            return Vec::new();
+        };
+        keys.iter()
+            .filter_map(|key| input.by_gold.get(key))
+            .flatten()
+            .filter_map(|row_key| input.rows.get(row_key))
+            .collect()
+    }
+
+    /// Applies one event of input `table`. Returns the gold keys whose rows changed (empty
+    /// when the event was older than the stored row), or why the event cannot be applied.
+    pub fn apply(&mut self, table: &str, change: &Change) -> Result<Vec<GoldKey>, String> {
+        let input = self
+            .inputs
+            .get_mut(table)
+            .ok_or_else(|| format!("`{table}` is not an input of this model"))?;
+        let affected = input.apply(change)?;
+        let ts = change.event.source_ts_micros.unwrap_or(0);
+        for key in &affected {
+            let live = self
+                .inputs
+                .values()
+                .any(|input| input.by_gold.contains_key(key));
+            if live {
+                let version = self.versions.entry(key.clone()).or_insert(ts);
+                *version = (*version).max(ts);
+            } else {
+                self.versions.remove(key);
+            }
+        }
+        Ok(affected)
+    }
+}
+
+impl InputState {
+    fn apply(&mut self, change: &Change) -> Result<Vec<GoldKey>, String> {
+        let event = &change.event;
+        let order = (event.source_pos.as_deref().unwrap_or(""), change.offset);
+        if event.op == Op::Truncate {
+            let doomed: Vec<RowKey> = self
+                .rows
+                .iter()
+                .filter(|(key, row)| key.0 == change.tenant && row.order() < order)
+                .map(|(key, _)| key.clone())
+                .collect();
+            let mut affected = BTreeSet::new();
+            for key in doomed {
+                if let Some(gold) = self.remove(&key) {
+                    affected.insert(gold);
+                }
+            }
+            return Ok(affected.into_iter().collect());
+        }
+        self.check_columns(&event.row)?;
+        let row_key = (change.tenant.clone(), self.primary_key(event)?);
+        if let Some(existing) = self.rows.get(&row_key)
+            && existing.order() > order
+        {
+            return Ok(Vec::new());
+        }
+        let mut affected = BTreeSet::new();
+        if let Some(old) = self.remove(&row_key) {
+            affected.insert(old);
+        }
+        let gold_key = self.gold_key(&change.tenant, &event.row)?;
+        affected.insert(gold_key.clone());
+        if event.op != Op::Delete {
+            self.by_gold
+                .entry(gold_key.clone())
+                .or_default()
+                .insert(row_key.clone());
+            self.rows.insert(
+                row_key,
+                StoredRow {
+                    tenant: change.tenant.clone(),
+                    cells: event.row.clone(),
+                    source_ts_micros: event.source_ts_micros,
+                    source_pos: event.source_pos.clone(),
+                    topic: change.topic.clone(),
+                    partition: change.partition,
+                    offset: change.offset,
+                    gold_key,
+                },
+            );
+        }
+        Ok(affected.into_iter().collect())
+    }
+
+    /// Removes a row; returns its gold key.
+    fn remove(&mut self, key: &RowKey) -> Option<GoldKey> {
+        let row = self.rows.remove(key)?;
+        if let Some(members) = self.by_gold.get_mut(&row.gold_key) {
+            members.remove(key);
+            if members.is_empty() {
+                self.by_gold.remove(&row.gold_key);
+            }
+        }
+        Some(row.gold_key)
+    }
+
+    fn primary_key(&self, event: &ChangeEvent) -> Result<Vec<KeyValue>, String> {
+        if self.spec.primary_key.is_empty() {
+            return Ok(event
+                .key
+                .iter()
+                .map(|(_, value)| match value {
+                    serde_json::Value::Number(n) if n.is_i64() => {
+                        KeyValue::Int(n.as_i64().unwrap_or_default())
+                    }
+                    serde_json::Value::String(s) => KeyValue::Text(s.clone()),
+                    other => KeyValue::Text(other.to_string()),
+                })
+                .collect());
+        }
+        self.spec
+            .primary_key
+            .iter()
+            .map(|column| {
+                cell(&event.row, column)
+                    .map(KeyValue::from_cell)
+                    .ok_or_else(|| format!("primary-key column `{column}` is missing"))
+            })
+            .collect()
+    }
+
+    fn gold_key(&self, tenant: &str, row: &[Cell]) -> Result<GoldKey, String> {
+        self.spec
+            .gold_key
+            .iter()
+            .map(|column| {
+                if column == crate::relay::TENANT_COLUMN {
+                    return Ok(KeyValue::Text(tenant.to_string()));
+                }
+                cell(row, column)
+                    .map(KeyValue::from_cell)
+                    .ok_or_else(|| format!("gold-key column `{column}` is missing"))
+            })
+            .collect()
+    }
+
+    /// Registers the row's columns, refusing a typed value of an incompatible type.
+    fn check_columns(&mut self, row: &[Cell]) -> Result<(), String> {
+        for cell in row {
+            if cell.name.starts_with(crate::bronze::METADATA_PREFIX) {
+                return Err(format!(
+                    "source column `{}` uses the reserved prefix {}",
+                    cell.name,
+                    crate::bronze::METADATA_PREFIX
+                ));
+            }
+            let Some(column) = self.columns.iter_mut().find(|c| c.name == cell.name) else {
+                if cell.typed || cell.value != CellValue::Null {
+                    self.columns.push(InputColumn {
+                        name: cell.name.clone(),
+                        column_type: cell.column_type,
+                        typed: cell.typed,
+                    });
+                }
+                continue;
+            };
+            if !cell.typed || column.column_type == cell.column_type {
+                if cell.typed {
+                    column.typed = true;
+                }
+                continue;
+            }
+            if !column.typed {
+                // A schema's type beats one inferred from schemaless JSON.
+                column.column_type = cell.column_type;
+                column.typed = true;
+                continue;
+            }
+            let (current, wanted): (PrimitiveType, PrimitiveType) =
+                (iceberg_type(column.column_type), iceberg_type(cell.column_type));
+            if is_widening(&current, &wanted) {
+                column.column_type = cell.column_type;
+            } else if !is_widening(&wanted, &current) {
+                return Err(format!(
+                    "column `{}` is {current} but the record has {wanted}",
+                    cell.name
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn cell<'a>(row: &'a [Cell], name: &str) -> Option<&'a CellValue> {
+    row.iter().find(|c| c.name == name).map(|c| &c.value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec_orders() -> InputSpec {
+        InputSpec {
+            table: "orders".into(),
+            primary_key: vec!["id".into()],
+            gold_key: vec!["tenant".into(), "id".into()],
+        }
+    }
+
+    fn spec_items() -> InputSpec {
+        InputSpec {
+            table: "order_items".into(),
+            primary_key: vec!["order_id".into(), "line_no".into()],
+            gold_key: vec!["tenant".into(), "order_id".into()],
+        }
+    }
+
+    fn long(name: &str, value: i64) -> Cell {
+        Cell {
+            name: name.into(),
+            column_type: ColumnType::Long,
+            typed: true,
+            value: CellValue::Long(value),
+        }
+    }
+
+    fn change(op: Op, pos: &str, offset: i64, ts: i64, row: Vec<Cell>) -> Change {
+        Change {
+            tenant: "t0".into(),
+            event: ChangeEvent {
+                op,
+                source_ts_micros: Some(ts),
+                source_pos: Some(pos.into()),
+                row,
+                key: Vec::new(),
+            },
+            topic: "cdc".into(),
+            partition: 0,
+            offset,
+        }
+    }
+
+    fn key(id: i64) -> GoldKey {
+        vec![KeyValue::Text("t0".into()), KeyValue::Int(id)]
+    }
+
+    fn item(order: i64, line: i64, qty: i64) -> Vec<Cell> {
+        vec![
+            long("order_id", order),
+            long("line_no", line),
+            long("quantity", qty),
+        ]
+    }
+
+    #[test]
+    fn latest_event_wins_and_deletes_remove() {
+        let mut state = ModelState::new(vec![spec_orders(), spec_items()]);
+        let a = state
+            .apply("orders", &change(Op::Create, "p1", 0, 10, vec![long("id", 1)]))
+            .unwrap();
+        assert_eq!(a, vec![key(1)]);
+        // An older event (lower position) for the same key changes nothing.
+        let older = change(Op::Update, "p0", 5, 5, vec![long("id", 1), long("x", 9)]);
+        assert_eq!(state.apply("orders", &older).unwrap(), Vec::<GoldKey>::new());
+        assert_eq!(state.rows_for("orders", &BTreeSet::from([key(1)]))[0].offset, 0);
+        state
+            .apply("order_items", &change(Op::Create, "p2", 1, 20, item(1, 1, 3)))
+            .unwrap();
+        assert_eq!(state.live_rows(), 2);
+        assert_eq!(state.version(&key(1)), Some(20));
+        state
+            .apply("orders", &change(Op::Delete, "p3", 2, 30, vec![long("id", 1)]))
+            .unwrap();
+        // The item still belongs to key 1, so the key lives on with a newer version.
+        assert_eq!(state.version(&key(1)), Some(30));
+        let gone = state
+            .apply("order_items", &change(Op::Delete, "p4", 3, 40, item(1, 1, 3)))
+            .unwrap();
+        assert_eq!(gone, vec![key(1)]);
+        assert_eq!(state.live_rows(), 0);
+        assert_eq!(state.version(&key(1)), None);
+    }
+
+    #[test]
+    fn the_relay_version_never_drops_while_a_key_lives() {
+        let mut state = ModelState::new(vec![spec_orders(), spec_items()]);
+        state
+            .apply("orders", &change(Op::Create, "p1", 0, 10, vec![long("id", 1)]))
+            .unwrap();
+        state
+            .apply("order_items", &change(Op::Create, "p2", 1, 50, item(1, 1, 3)))
+            .unwrap();
+        state
+            .apply("order_items", &change(Op::Create, "p3", 2, 20, item(1, 2, 3)))
+            .unwrap();
+        assert_eq!(state.version(&key(1)), Some(50));
+        // Deleting the newest item: gold's source_version would fall back to 20.
+        state
+            .apply("order_items", &change(Op::Delete, "p4", 3, 60, item(1, 1, 3)))
+            .unwrap();
+        assert_eq!(state.version(&key(1)), Some(60));
+    }
+
+    #[test]
+    fn a_truncate_clears_older_rows_of_the_tenant() {
+        let mut state = ModelState::new(vec![spec_orders()]);
+        for id in 1..=3 {
+            state
+                .apply(
+                    "orders",
+                    &change(Op::Create, &format!("p{id}"), id, id, vec![long("id", id)]),
+                )
+                .unwrap();
+        }
+        let mut other = change(Op::Create, "p1", 9, 1, vec![long("id", 1)]);
+        other.tenant = "t1".into();
+        state.apply("orders", &other).unwrap();
+        let cleared = state
+            .apply("orders", &change(Op::Truncate, "p2z", 10, 99, vec![]))
+            .unwrap();
+        // Rows at p1 and p2 precede the truncate at p2z; p3 survives; t1 is untouched.
+        assert_eq!(cleared, vec![key(1), key(2)]);
+        assert_eq!(state.live_rows(), 2);
+    }
+
+    #[test]
+    fn rows_are_indexed_by_their_gold_key() {
+        let mut state = ModelState::new(vec![spec_items()]);
+        state
+            .apply("order_items", &change(Op::Create, "p1", 0, 1, item(1, 1, 1)))
+            .unwrap();
+        let line = change(Op::Update, "p2", 1, 2, item(1, 1, 2));
+        assert_eq!(state.apply("order_items", &line).unwrap(), vec![key(1)]);
+        // Keys are (tenant, order_id, line_no) for items, so a different order is a new row.
+        let other = change(Op::Create, "p3", 2, 3, item(2, 1, 1));
+        assert_eq!(state.apply("order_items", &other).unwrap(), vec![key(2)]);
+        assert_eq!(state.rows_for("order_items", &BTreeSet::from([key(1), key(2)])).len(), 2);
+    }
+
+    #[test]
+    fn schema_types_beat_inferred_ones_and_incompatible_types_are_refused() {
+        let mut state = ModelState::new(vec![spec_orders()]);
+        let mut row = vec![long("id", 1)];
+        row.push(Cell {
+            name: "total".into(),
+            column_type: ColumnType::String,
+            typed: false,
+            value: CellValue::String("BNI=".into()),
+        });
+        state
+            .apply("orders", &change(Op::Create, "p1", 0, 1, row))
+            .unwrap();
+        let decimal = ColumnType::Decimal {
+            precision: 12,
+            scale: 2,
+        };
+        let typed = Cell {
+            name: "total".into(),
+            column_type: decimal,
+            typed: true,
+            value: CellValue::Decimal(1234),
+        };
+        state
+            .apply("orders", &change(Op::Update, "p2", 1, 2, vec![long("id", 1), typed]))
+            .unwrap();
+        assert_eq!(state.columns("orders")[1].column_type, decimal);
+        let wrong = Cell {
+            name: "total".into(),
+            column_type: ColumnType::Boolean,
+            typed: true,
+            value: CellValue::Boolean(true),
+        };
+        let err = state
+            .apply("orders", &change(Op::Update, "p3", 2, 3, vec![long("id", 1), wrong]))
+            .unwrap_err();
+        assert!(err.contains("total"), "{err}");
+    }
+}

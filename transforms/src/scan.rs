@@ -1,0 +1,398 @@
+//! Reading an Iceberg snapshot as a DataFusion table split by data file. Does I/O (reads
+//! manifests when a scan is planned, Parquet data files when it executes).
+//!
+//! iceberg-datafusion 0.10.1's scan is a single DataFusion partition, so one core decodes
+//! every file. [`SnapshotTable`] plans the Iceberg scan itself (projection and predicate
+//! pushed into the manifest, row-group and row filters, as iceberg's own scan does), then
+//! spreads the planned files over `partitions` groups of about equal size, and reads each
+//! group with iceberg's Arrow reader (which resolves columns by field id, so files written
+//! under older schemas read correctly). firn's tables have no delete files (only appends
+//! and overwrites), and a delete file in a planned task is refused rather than ignored.
+//!
+//! A scan can be limited to some of the snapshot's data files ([`FileSelection`]): an
+//! incremental silver run reads only the bronze files added since its base snapshot.
+
+use std::any::Any;
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use arrow_schema::SchemaRef;
+use datafusion::catalog::Session;
+use datafusion::datasource::{TableProvider, TableType};
+use datafusion::error::{DataFusionError, Result as DFResult};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::TableProviderFilterPushDown;
+use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
+};
+use datafusion::prelude::Expr;
+use futures::{StreamExt, TryStreamExt};
+use iceberg::arrow::{ArrowReaderBuilder, schema_to_arrow_schema};
+use iceberg::expr::Predicate;
+use iceberg::io::FileIO;
+use iceberg::scan::FileScanTask;
+use iceberg::table::Table;
+use iceberg_datafusion::physical_plan::convert_filters_to_predicate;
+
+/// Which of a snapshot's data files a scan reads.
+#[derive(Debug, Clone, Default)]
+pub enum FileSelection {
+    /// Every data file of the snapshot.
+    #[default]
+    All,
+    /// Only the snapshot's data files whose path is in the set.
+    Only(Arc<HashSet<String>>),
+    /// The snapshot's data files whose path is not in the set.
+    Except(Arc<HashSet<String>>),
+}
+
+impl FileSelection {
+    fn keeps(&self, path: &str) -> bool {
+        match self {
+            FileSelection::All => true,
+            FileSelection::Only(paths) => paths.contains(path),
+            FileSelection::Except(paths) => !paths.contains(path),
+        }
+    }
+}
+
+/// One snapshot of an Iceberg table as a read-only DataFusion table whose scan has one
+/// partition per group of data files.
+#[derive(Debug, Clone)]
+pub struct SnapshotTable {
+    table: Table,
+    snapshot_id: i64,
+    schema: SchemaRef,
+    files: FileSelection,
+    predicate: Option<Predicate>,
+    partitions: usize,
+    rows_read: Arc<AtomicU64>,
+}
+
+impl SnapshotTable {
+    /// Reads `snapshot_id` of `table` (with that snapshot's schema) in up to `partitions`
+    /// parallel partitions.
+    pub fn try_new(table: Table, snapshot_id: i64, partitions: usize) -> iceberg::Result<Self> {
+        let snapshot = table
+            .metadata()
+            .snapshot_by_id(snapshot_id)
+            .ok_or_else(|| {
+                iceberg::Error::new(
+                    iceberg::ErrorKind::DataInvalid,
+                    format!("snapshot {snapshot_id} does not exist"),
+                )
+            })?;
+        let schema = snapshot.schema(table.metadata())?;
+        let schema = Arc::new(schema_to_arrow_schema(&schema)?);
+        Ok(SnapshotTable {
+            table,
+            snapshot_id,
+            schema,
+            files: FileSelection::All,
+            predicate: None,
+            partitions: partitions.max(1),
+            rows_read: Arc::new(AtomicU64::new(0)),
+        })
+    }
+
+    /// Reads only the selected data files.
+    pub fn with_files(mut self, files: FileSelection) -> Self {
+        self.files = files;
+        self
+    }
+
+    /// Reads only rows that may match `predicate` (it prunes files, row groups and rows;
+    /// the caller still filters exactly where it matters).
+    pub fn with_predicate(mut self, predicate: Predicate) -> Self {
+        self.predicate = Some(match self.predicate.take() {
+            Some(existing) => existing.and(predicate),
+            None => predicate,
+        });
+        self
+    }
+
+    /// The table's Arrow schema (the snapshot's columns).
+    pub fn arrow_schema(&self) -> &SchemaRef {
+        &self.schema
+    }
+
+    /// Rows the scans of this table have produced so far (for reports).
+    pub fn rows_read(&self) -> Arc<AtomicU64> {
+        self.rows_read.clone()
+    }
+
+    /// Plans the Iceberg scan: the data files to read, with projection and predicate.
+    async fn plan(
+        &self,
+        columns: Option<Vec<String>>,
+        filters: &[Expr],
+    ) -> iceberg::Result<Vec<FileScanTask>> {
+        let mut builder = self.table.scan().snapshot_id(self.snapshot_id);
+        builder = match columns {
+            Some(columns) => builder.select(columns),
+            None => builder.select_all(),
+        };
+        let pushed = convert_filters_to_predicate(filters);
+        let predicate = match (self.predicate.clone(), pushed) {
+            (Some(a), Some(b)) => Some(a.and(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(predicate) = predicate {
+            builder = builder.with_filter(predicate);
+        }
+        let tasks: Vec<FileScanTask> = builder.build()?.plan_files().await?.try_collect().await?;
+        let mut kept = Vec::with_capacity(tasks.len());
+        for task in tasks {
+            if !task.deletes.is_empty() {
+                return Err(iceberg::Error::new(
+                    iceberg::ErrorKind::FeatureUnsupported,
+                    format!(
+                        "data file {} has delete files, which firn's tables never have",
+                        task.data_file_path
+                    ),
+                ));
+            }
+            if self.files.keeps(&task.data_file_path) {
+                kept.push(task);
+            }
+        }
+        Ok(kept)
+    }
+}
+
+/// The paths of every data file of a snapshot.
+pub async fn data_files(table: &Table, snapshot_id: i64) -> iceberg::Result<HashSet<String>> {
+    let tasks: Vec<FileScanTask> = table
+        .scan()
+        .snapshot_id(snapshot_id)
+        .select_empty()
+        .build()?
+        .plan_files()
+        .await?
+        .try_collect()
+        .await?;
+    Ok(tasks.into_iter().map(|task| task.data_file_path).collect())
+}
+
+/// Spreads files over at most `groups` groups of about equal bytes: largest file first,
+/// each to the lightest group (ties to the lowest index), so the split is deterministic.
+/// Pure. Never returns an empty list; a group is empty only when there are no files.
+pub fn group_files<T>(files: Vec<T>, groups: usize, size: impl Fn(&T) -> u64) -> Vec<Vec<T>> {
+    let count = groups.max(1).min(files.len().max(1));
+    let mut sized: Vec<(u64, T)> = files.into_iter().map(|f| (size(&f), f)).collect();
+    sized.sort_by_key(|(bytes, _)| std::cmp::Reverse(*bytes));
+    let mut out: Vec<(u64, Vec<T>)> = (0..count).map(|_| (0, Vec::new())).collect();
+    for (bytes, file) in sized {
+        let lightest = (0..count)
+            .min_by_key(|&i| (out[i].0, i))
+            .unwrap_or_default();
+        out[lightest].0 += bytes;
+        out[lightest].1.push(file);
+    }
+    out.into_iter().map(|(_, files)| files).collect()
+}
+
+#[async_trait::async_trait]
+impl TableProvider for SnapshotTable {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        let schema = match projection {
+            Some(indices) => Arc::new(self.schema.project(indices)?),
+            None => self.schema.clone(),
+        };
+        let columns = projection.map(|_| {
+            schema
+                .fields()
+                .iter()
+                .map(|field| field.name().clone())
+                .collect::<Vec<_>>()
+        });
+        let tasks = self
+            .plan(columns, filters)
+            .await
+            .map_err(|err| DataFusionError::External(Box::new(err)))?;
+        let groups = group_files(tasks, self.partitions, |task| task.length);
+        tracing::debug!(
+            table = %self.table.identifier(),
+            snapshot = self.snapshot_id,
+            files = groups.iter().map(Vec::len).sum::<usize>(),
+            partitions = groups.len(),
+            "planned scan"
+        );
+        Ok(Arc::new(FileGroupsExec::new(
+            self.table.file_io().clone(),
+            schema,
+            groups,
+            self.rows_read.clone(),
+        )))
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> DFResult<Vec<TableProviderFilterPushDown>> {
+        // Pruning only: the reader may return rows that do not match.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+}
+
+/// Reads groups of planned Iceberg file scan tasks, one DataFusion partition per group.
+pub struct FileGroupsExec {
+    file_io: FileIO,
+    schema: SchemaRef,
+    groups: Vec<Vec<FileScanTask>>,
+    properties: Arc<PlanProperties>,
+    rows_read: Arc<AtomicU64>,
+}
+
+impl FileGroupsExec {
+    fn new(
+        file_io: FileIO,
+        schema: SchemaRef,
+        groups: Vec<Vec<FileScanTask>>,
+        rows_read: Arc<AtomicU64>,
+    ) -> Self {
+        let properties = Arc::new(PlanProperties::new(
+            EquivalenceProperties::new(schema.clone()),
+            Partitioning::UnknownPartitioning(groups.len().max(1)),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        ));
+        FileGroupsExec {
+            file_io,
+            schema,
+            groups,
+            properties,
+            rows_read,
+        }
+    }
+
+    /// How many data files each partition reads.
+    pub fn files_per_partition(&self) -> Vec<usize> {
+        self.groups.iter().map(Vec::len).collect()
+    }
+}
+
+impl fmt::Debug for FileGroupsExec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileGroupsExec")
+            .field("files_per_partition", &self.files_per_partition())
+            .finish()
+    }
+}
+
+impl DisplayAs for FileGroupsExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(
+            f,
+            "FileGroupsExec: files_per_partition={:?}",
+            self.files_per_partition()
+        )
+    }
+}
+
+impl ExecutionPlan for FileGroupsExec {
+    fn name(&self) -> &str {
+        "FileGroupsExec"
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> DFResult<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            Err(DataFusionError::Internal(
+                "FileGroupsExec has no children".into(),
+            ))
+        }
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        _context: Arc<TaskContext>,
+    ) -> DFResult<SendableRecordBatchStream> {
+        let tasks = self.groups.get(partition).cloned().unwrap_or_default();
+        let file_io = self.file_io.clone();
+        let rows_read = self.rows_read.clone();
+        let open = async move {
+            let runtime = iceberg::Runtime::try_current()?;
+            // One file at a time per partition: the partitions are the parallelism, and
+            // memory stays at one file's row groups per partition.
+            let reader = ArrowReaderBuilder::new(file_io, runtime)
+                .with_data_file_concurrency_limit(1)
+                .build();
+            let tasks = futures::stream::iter(tasks.into_iter().map(Ok)).boxed();
+            Ok::<_, iceberg::Error>(reader.read(tasks)?.stream())
+        };
+        let stream = futures::stream::once(open)
+            .try_flatten()
+            .map_err(|err| DataFusionError::External(Box::new(err)))
+            .inspect_ok(move |batch| {
+                rows_read.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+            });
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.schema.clone(),
+            stream,
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_spread_evenly_and_deterministically() {
+        let groups = group_files(vec![10u64, 70, 30, 30, 20, 40], 2, |s| *s);
+        let totals: Vec<u64> = groups.iter().map(|g| g.iter().sum()).collect();
+        assert_eq!(totals, [100, 100]);
+        assert_eq!(
+            groups,
+            group_files(vec![10u64, 70, 30, 30, 20, 40], 2, |s| *s)
+        );
+        // Never more groups than files, never zero groups.
+        assert_eq!(group_files(vec![5u64], 4, |s| *s), vec![vec![5]]);
+        assert_eq!(
+            group_files(Vec::<u64>::new(), 4, |s| *s),
+            vec![Vec::<u64>::new()]
+        );
+        assert_eq!(group_files(vec![1u64, 2, 3], 0, |s| *s).len(), 1);
+    }
+}
