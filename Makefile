@@ -33,7 +33,8 @@ TEST_ENV = FIRN_TEST_PYTHON=$(VENV_PYTHON) \
 NEXTEST = $(if $(shell command -v cargo-nextest),cargo nextest run --workspace --no-fail-fast --config-file tests/nextest.toml $(NEXTEST_ARGS),cargo test --workspace --no-fail-fast)
 PYTEST = $(VENV_PYTHON) -m pytest $(PYTEST_ARGS) tests/python
 
-.PHONY: build demo test test-deps test-rust test-python lint fmt clean-cache pg-stop
+.PHONY: build demo test test-deps test-rust test-python lint fmt clean-cache pg-stop \
+	bench bench-ingest bench-freshness bench-silver
 
 build:
 	@echo "==> cargo build --workspace --all-targets (target: $(CARGO_TARGET_DIR))"
@@ -86,6 +87,22 @@ fmt:
 
 pg-stop:
 	@$(POSTGRES) stop
+
+# Benchmarks (docs/benchmarks.md): release builds in $(FIRN_CACHE)/target-release, Python peers
+# in $(FIRN_CACHE)/bench-venv (bench/python-env.sh). Knobs are environment variables documented
+# at the top of each script (e.g. `make bench-ingest SCALE=3300` for a 10M-message backlog).
+bench: bench-ingest bench-freshness bench-silver
+
+bench-ingest:
+	@$(TANSU) install
+	bench/ingest.sh
+
+bench-freshness:
+	@$(TANSU) install
+	bench/freshness.sh
+
+bench-silver:
+	bench/silver.sh
 
 clean-cache:
 	@echo "==> stopping test postgres and removing $(FIRN_CACHE)"

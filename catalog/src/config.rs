@@ -45,6 +45,9 @@ pub struct PipelineConfig {
     pub gold: Vec<GoldModelConfig>,
     #[serde(default)]
     pub relay: Option<RelayConfig>,
+    /// Confluent Schema Registry, for Avro input (`[schema-registry]`).
+    #[serde(default)]
+    pub schema_registry: Option<SchemaRegistryConfig>,
     #[serde(default)]
     pub admin: AdminConfig,
     /// Directory that relative paths are resolved against (the config file's directory).
@@ -179,7 +182,9 @@ pub enum AssignmentMode {
 pub enum KafkaAssignment {
     Group,
     /// `topic:partition` entries; empty means all partitions of the matching topics.
-    Static { partitions: Vec<String> },
+    Static {
+        partitions: Vec<String>,
+    },
 }
 
 fn default_group_id() -> String {
@@ -389,7 +394,10 @@ pub struct RelayConfig {
     /// Memory budget for batches being built, waiting or in flight (all tables). At this
     /// size the largest table flushes early; at twice this size Kafka partitions pause until
     /// loads are acknowledged.
-    #[serde(default = "default_relay_max_in_flight_bytes", deserialize_with = "de_bytes")]
+    #[serde(
+        default = "default_relay_max_in_flight_bytes",
+        deserialize_with = "de_bytes"
+    )]
     pub max_in_flight_bytes: u64,
     /// Rewrites of the BE addresses the FE redirects to (`"host:port" = "host:port"`), for
     /// BEs that advertise an address this process cannot reach.
@@ -426,6 +434,94 @@ impl fmt::Debug for RelayConfig {
             .field("max_in_flight_bytes", &self.max_in_flight_bytes)
             .field("host_rewrite", &self.host_rewrite)
             .finish()
+    }
+}
+
+/// The Confluent Schema Registry that Avro records' schema ids resolve against. Records are
+/// Avro when they start with the Confluent magic byte (see `firn_ingest::avro`); without
+/// this section such records are dead-lettered as `unknown_schema_id`.
+#[derive(Clone, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub struct SchemaRegistryConfig {
+    /// `http(s)://host:port[/path]`.
+    pub url: String,
+    /// Basic-auth user (Confluent Cloud: the API key); requires `password`.
+    pub user: Option<String>,
+    /// Basic-auth password (Confluent Cloud: the API secret); set it with
+    /// `FIRN_SCHEMA_REGISTRY__PASSWORD`.
+    pub password: Option<Secret>,
+    /// Per-request timeout; failed requests are retried with backoff.
+    #[serde(
+        default = "default_schema_registry_timeout",
+        deserialize_with = "de_duration"
+    )]
+    pub timeout: Duration,
+}
+
+fn default_schema_registry_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl fmt::Debug for SchemaRegistryConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SchemaRegistryConfig")
+            .field("url", &redact_uri(&self.url))
+            .field("user", &self.user)
+            .field("password", &self.password)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl SchemaRegistryConfig {
+    fn validate(&self) -> Result<()> {
+        let url = self.url.trim();
+        let Some((_, rest)) = url
+            .split_once("://")
+            .filter(|(scheme, _)| *scheme == "http" || *scheme == "https")
+        else {
+            return Err(CatalogError::config(
+                "schema-registry.url",
+                format!("`{}` must start with http:// or https://", redact_uri(url)),
+            ));
+        };
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(CatalogError::config("schema-registry.url", "has no host"));
+        }
+        if rest
+            .split('/')
+            .next()
+            .is_some_and(|authority| authority.contains('@'))
+        {
+            return Err(CatalogError::config(
+                "schema-registry.url",
+                "must not hold credentials; use schema-registry.user and \
+                 FIRN_SCHEMA_REGISTRY__PASSWORD",
+            ));
+        }
+        match (&self.user, &self.password) {
+            (Some(user), _) if user.is_empty() => Err(CatalogError::config(
+                "schema-registry.user",
+                "must not be empty",
+            )),
+            (Some(_), None) => Err(CatalogError::config(
+                "schema-registry.password",
+                "is required with schema-registry.user (set FIRN_SCHEMA_REGISTRY__PASSWORD)",
+            )),
+            (None, Some(_)) => Err(CatalogError::config(
+                "schema-registry.user",
+                "is required with schema-registry.password",
+            )),
+            _ if self.timeout < Duration::from_millis(100)
+                || self.timeout > Duration::from_secs(300) =>
+            {
+                Err(CatalogError::config(
+                    "schema-registry.timeout",
+                    "must be within 100ms..5m",
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -729,6 +825,9 @@ impl PipelineConfig {
                 }
             }
         }
+        if let Some(registry) = &self.schema_registry {
+            registry.validate()?;
+        }
         self.admin
             .listen
             .parse::<std::net::SocketAddr>()
@@ -757,9 +856,9 @@ impl PipelineConfig {
             ));
         }
         for entry in &self.kafka.partitions {
-            let valid = entry
-                .rsplit_once(':')
-                .is_some_and(|(topic, partition)| !topic.is_empty() && partition.parse::<u32>().is_ok());
+            let valid = entry.rsplit_once(':').is_some_and(|(topic, partition)| {
+                !topic.is_empty() && partition.parse::<u32>().is_ok()
+            });
             if !valid {
                 return Err(CatalogError::config(
                     "kafka.partitions",
@@ -870,7 +969,11 @@ impl PipelineConfig {
             return Ok(CatalogDatabase::Postgres(uri.to_string()));
         }
         if let Some(path) = uri.strip_prefix("sqlite:") {
-            let path = path.trim_start_matches("//");
+            // SQLAlchemy's form: `sqlite:///relative.db`, `sqlite:////absolute.db`.
+            let path = path
+                .strip_prefix("///")
+                .or_else(|| path.strip_prefix("//"))
+                .unwrap_or(path);
             let path = path.split('?').next().unwrap_or(path);
             if path.is_empty() || path == ":memory:" {
                 return Err(CatalogError::config(
@@ -920,7 +1023,10 @@ fn normalize(path: &Path) -> PathBuf {
 fn validate_relay_keys(model: &GoldModelConfig, key: &str) -> Result<()> {
     if !model.relay {
         if !model.relay_keys.is_empty() {
-            return Err(CatalogError::config(key, "only relayed models (relay = true) map keys"));
+            return Err(CatalogError::config(
+                key,
+                "only relayed models (relay = true) map keys",
+            ));
         }
         return Ok(());
     }
@@ -1263,6 +1369,24 @@ mod tests {
     }
 
     #[test]
+    fn sqlite_uris_follow_the_sqlalchemy_forms() {
+        let cases = [
+            ("sqlite:cat.db", "/etc/firn/cat.db"),
+            ("sqlite:///cat.db", "/etc/firn/cat.db"),
+            ("sqlite:////var/lib/firn/cat.db", "/var/lib/firn/cat.db"),
+            ("sqlite:/var/lib/firn/cat.db", "/var/lib/firn/cat.db"),
+        ];
+        for (uri, path) in cases {
+            let config = parse(&format!("[catalog]\nuri = '{uri}'\n")).unwrap();
+            assert_eq!(
+                config.catalog_database().unwrap(),
+                CatalogDatabase::Sqlite(PathBuf::from(path)),
+                "{uri}"
+            );
+        }
+    }
+
+    #[test]
     fn shipped_example_config_is_valid() {
         let text = include_str!("../../docs/firn.example.toml");
         let config = parse(text).unwrap();
@@ -1377,6 +1501,49 @@ mod tests {
     }
 
     #[test]
+    fn schema_registry_section_validates_and_hides_its_password() {
+        let config = parse_env(
+            "[schema-registry]\nurl = 'https://registry.example:8081'\nuser = 'firn'\ntimeout = '2s'\n",
+            &[("FIRN_SCHEMA_REGISTRY__PASSWORD", "topsecret5")],
+        )
+        .unwrap();
+        let registry = config.schema_registry.as_ref().unwrap();
+        assert_eq!(registry.url, "https://registry.example:8081");
+        assert_eq!(registry.timeout, Duration::from_secs(2));
+        assert_eq!(registry.password.as_ref().unwrap().expose(), "topsecret5");
+        assert!(!format!("{config:?}").contains("topsecret5"));
+        assert!(parse("").unwrap().schema_registry.is_none());
+
+        let cases = [
+            ("url = 'registry:8081'", "schema-registry.url"),
+            ("url = 'http://u:p@registry:8081'", "schema-registry.url"),
+            (
+                "url = 'http://registry'\nuser = 'firn'",
+                "schema-registry.password",
+            ),
+            (
+                "url = 'http://registry'\npassword = 'x'",
+                "schema-registry.user",
+            ),
+            (
+                "url = 'http://registry'\ntimeout = '10ms'",
+                "schema-registry.timeout",
+            ),
+            (
+                "url = 'http://registry'\nusr = 'firn'",
+                "schema-registry.usr",
+            ),
+            ("user = 'firn'", "schema-registry"),
+        ];
+        for (body, key) in cases {
+            let err = parse(&format!("[schema-registry]\n{body}\n")).unwrap_err();
+            assert_eq!(key_of(err), key, "{body}");
+        }
+        let leaked = parse("[schema-registry]\nurl = 'ftp://u:hunter2@registry'\n").unwrap_err();
+        assert!(!leaked.to_string().contains("hunter2"), "{leaked}");
+    }
+
+    #[test]
     fn topic_templates_match_and_extract_tenants() {
         let template = TopicTemplate::parse("cdc.{tenant}.{db}.orders").unwrap();
         assert_eq!(template.matches("cdc.acme.shop.orders"), Some("acme"));
@@ -1394,6 +1561,51 @@ mod tests {
         assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
         assert_eq!(parse_bytes("64MiB").unwrap(), 64 << 20);
         assert!(parse_bytes("12XB").is_err());
+    }
+
+    #[test]
+    fn relay_keys_and_budget_are_validated_with_their_keys_named() {
+        let model = |extra: &str| {
+            format!("[[gold]]\nname = 'facts'\nkey = ['tenant', 'order_id']\n{extra}\n")
+        };
+        let ok = parse(&model(
+            "relay = true\nrelay-keys = { orders = ['tenant', 'id'], order_items = ['tenant', 'order_id'] }",
+        ))
+        .unwrap();
+        assert_eq!(ok.gold[0].relay_keys["orders"], vec!["tenant", "id"]);
+        let cases = [
+            ("relay = true", "gold[0].relay-keys"),
+            (
+                "relay-keys = { orders = ['tenant', 'id'] }",
+                "gold[0].relay-keys",
+            ),
+            (
+                "relay = true\nrelay-keys = { orders = ['tenant'] }",
+                "gold[0].relay-keys.orders",
+            ),
+            (
+                "relay = true\nrelay-keys = { orders = ['tenant', 'bad-col'] }",
+                "gold[0].relay-keys.orders",
+            ),
+        ];
+        for (extra, key) in cases {
+            assert_eq!(key_of(parse(&model(extra)).unwrap_err()), key, "{extra}");
+        }
+        let relay = "[relay]\nfe-urls = ['http://fe:8030']\ndatabase = 'hot'\n";
+        let budget = parse(&format!(
+            "{relay}max-batch-bytes = '2MiB'\nmax-in-flight-bytes = '1MiB'"
+        ));
+        assert_eq!(key_of(budget.unwrap_err()), "relay.max-in-flight-bytes");
+        let rewrite = parse(&format!(
+            "{relay}host-rewrite = {{ '10.0.0.1:8040' = 'be' }}"
+        ));
+        assert_eq!(
+            key_of(rewrite.unwrap_err()),
+            "relay.host-rewrite.10.0.0.1:8040"
+        );
+        let defaults = parse(relay).unwrap().relay.unwrap();
+        assert_eq!(defaults.max_in_flight_bytes, 256 << 20);
+        assert!(defaults.host_rewrite.is_empty());
     }
 
     #[test]

@@ -175,7 +175,11 @@ impl RelayLedger {
             }
         };
         let ledger = RelayLedger { pool };
-        for statement in [ledger_table(body_type), POSITIONS_TABLE.into(), EPOCHS_TABLE.into()] {
+        for statement in [
+            ledger_table(body_type),
+            POSITIONS_TABLE.into(),
+            EPOCHS_TABLE.into(),
+        ] {
             on_pool!(ledger, pool => sqlx::query(&statement).execute(pool).await.map(|_| ()))
                 .map_err(CatalogError::db("create the relay ledger"))?;
         }
@@ -189,8 +193,9 @@ impl RelayLedger {
         on_pool!(self, pool => sqlx::query(insert).bind(hot_table).bind(candidate).execute(pool).await.map(|_| ()))
             .map_err(CatalogError::db("record the relay epoch"))?;
         let select = "SELECT epoch FROM firn_relay_epochs WHERE hot_table = $1";
-        let (epoch,): (String,) = on_pool!(self, pool => sqlx::query_as(select).bind(hot_table).fetch_one(pool).await)
-            .map_err(CatalogError::db("read the relay epoch"))?;
+        let (epoch,): (String,) =
+            on_pool!(self, pool => sqlx::query_as(select).bind(hot_table).fetch_one(pool).await)
+                .map_err(CatalogError::db("read the relay epoch"))?;
         Ok(epoch)
     }
 
@@ -200,7 +205,8 @@ impl RelayLedger {
             "SELECT topic, kafka_partition, next_offset FROM firn_relay_positions WHERE hot_table = $1")
             .bind(hot_table).fetch_all(pool).await)
             .map_err(CatalogError::db("read relay positions"))?;
-        let pending: Vec<(i64, String, String, i64, Option<Vec<u8>>)> = on_pool!(self, pool => sqlx::query_as(
+        let pending: Vec<(i64, String, String, i64, Option<Vec<u8>>)> =
+            on_pool!(self, pool => sqlx::query_as(
             "SELECT seq, label, ranges, row_count, body FROM firn_relay_ledger
              WHERE hot_table = $1 AND state = 'pending' ORDER BY seq")
             .bind(hot_table).fetch_all(pool).await)
@@ -208,16 +214,15 @@ impl RelayLedger {
         let (max_seq,): (Option<i64>,) = on_pool!(self, pool => sqlx::query_as(
             "SELECT MAX(seq) FROM firn_relay_ledger WHERE hot_table = $1")
             .bind(hot_table).fetch_one(pool).await)
-            .map_err(CatalogError::db("read the relay sequence"))?;
+        .map_err(CatalogError::db("read the relay sequence"))?;
         let mut entries = Vec::with_capacity(pending.len());
         for (seq, label, ranges, rows, body) in pending {
-            let ranges: Vec<OffsetRange> = serde_json::from_str(&ranges).map_err(|err| {
-                CatalogError::InvalidOperation {
+            let ranges: Vec<OffsetRange> =
+                serde_json::from_str(&ranges).map_err(|err| CatalogError::InvalidOperation {
                     operation: "read the relay ledger",
                     table: hot_table.to_string(),
                     message: format!("entry {seq} has unreadable ranges: {err}"),
-                }
-            })?;
+                })?;
             entries.push(LedgerEntry {
                 hot_table: hot_table.to_string(),
                 seq,
@@ -241,48 +246,48 @@ impl RelayLedger {
     /// Records a batch and moves the table's positions past its ranges, atomically. An
     /// entry recorded as `Acked` (a batch with nothing to load) only moves the positions.
     pub async fn record(&self, entry: &LedgerEntry) -> Result<()> {
-        let ranges = serde_json::to_string(&entry.ranges).map_err(|err| {
-            CatalogError::InvalidOperation {
+        let ranges =
+            serde_json::to_string(&entry.ranges).map_err(|err| CatalogError::InvalidOperation {
                 operation: "record a relay batch",
                 table: entry.hot_table.clone(),
                 message: err.to_string(),
-            }
-        })?;
+            })?;
         let body = (entry.state == EntryState::Pending).then_some(entry.body.as_slice());
         let acked_at = (entry.state == EntryState::Acked).then(now_ms);
         let insert = "INSERT INTO firn_relay_ledger
             (hot_table, seq, label, ranges, state, row_count, body, created_at_ms, acked_at_ms)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
-        let position = "INSERT INTO firn_relay_positions (hot_table, topic, kafka_partition, next_offset)
+        let position =
+            "INSERT INTO firn_relay_positions (hot_table, topic, kafka_partition, next_offset)
             VALUES ($1, $2, $3, $4)
             ON CONFLICT (hot_table, topic, kafka_partition)
             DO UPDATE SET next_offset = excluded.next_offset";
         macro_rules! record_on {
             ($pool:expr) => {{
                 let record = async {
-                let mut tx = $pool.begin().await?;
-                sqlx::query(insert)
-                    .bind(&entry.hot_table)
-                    .bind(entry.seq)
-                    .bind(&entry.label)
-                    .bind(&ranges)
-                    .bind(entry.state.as_str())
-                    .bind(entry.rows)
-                    .bind(body)
-                    .bind(now_ms())
-                    .bind(acked_at)
-                    .execute(&mut *tx)
-                    .await?;
-                for range in &entry.ranges {
-                    sqlx::query(position)
+                    let mut tx = $pool.begin().await?;
+                    sqlx::query(insert)
                         .bind(&entry.hot_table)
-                        .bind(&range.topic)
-                        .bind(range.partition)
-                        .bind(range.last + 1)
+                        .bind(entry.seq)
+                        .bind(&entry.label)
+                        .bind(&ranges)
+                        .bind(entry.state.as_str())
+                        .bind(entry.rows)
+                        .bind(body)
+                        .bind(now_ms())
+                        .bind(acked_at)
                         .execute(&mut *tx)
                         .await?;
-                }
-                tx.commit().await
+                    for range in &entry.ranges {
+                        sqlx::query(position)
+                            .bind(&entry.hot_table)
+                            .bind(&range.topic)
+                            .bind(range.partition)
+                            .bind(range.last + 1)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    tx.commit().await
                 };
                 record.await
             }};
@@ -314,7 +319,7 @@ impl RelayLedger {
         on_pool!(self, pool => sqlx::query_as(
             "SELECT seq, label, state FROM firn_relay_ledger WHERE hot_table = $1 ORDER BY seq")
             .bind(hot_table).fetch_all(pool).await)
-            .map_err(CatalogError::db("list relay batches"))
+        .map_err(CatalogError::db("list relay batches"))
     }
 }
 
@@ -348,14 +353,26 @@ mod tests {
         assert_eq!(ledger.load(table).await.unwrap(), LedgerState::default());
         assert_eq!(ledger.epoch(table, "e1").await.unwrap(), "e1");
         assert_eq!(ledger.epoch(table, "e2").await.unwrap(), "e1");
-        ledger.record(&entry(0, 1, EntryState::Pending)).await.unwrap();
+        ledger
+            .record(&entry(0, 1, EntryState::Pending))
+            .await
+            .unwrap();
         ledger.ack(table, 0, Some("[]")).await.unwrap();
-        ledger.record(&entry(1, 5, EntryState::Acked)).await.unwrap();
-        ledger.record(&entry(2, 9, EntryState::Pending)).await.unwrap();
+        ledger
+            .record(&entry(1, 5, EntryState::Acked))
+            .await
+            .unwrap();
+        ledger
+            .record(&entry(2, 9, EntryState::Pending))
+            .await
+            .unwrap();
 
         let again = RelayLedger::connect(&database, None).await.unwrap();
         let state = again.load(table).await.unwrap();
-        assert_eq!(state.positions, BTreeMap::from([(("cdc".to_string(), 0), 10)]));
+        assert_eq!(
+            state.positions,
+            BTreeMap::from([(("cdc".to_string(), 0), 10)])
+        );
         assert_eq!(state.pending, vec![entry(2, 9, EntryState::Pending)]);
         assert_eq!(state.next_seq, 3);
         assert_eq!(again.labels(table).await.unwrap().len(), 3);

@@ -1,6 +1,11 @@
 //! Decodes Debezium change events (Kafka Connect JSON converter, with or without the
 //! embedded schema) into typed rows. Pure: bytes in, values out; no I/O.
 //!
+//! Avro input ([`crate::avro`]) is converted to the Connect JSON form first and decoded by
+//! [`decode_envelope`] here, so every mapping below applies to both formats. The one
+//! Avro-only row: Avro's `timestamp-millis|micros|nanos` on a schema without a Connect name
+//! (an instant by the Avro spec) is `timestamptz`.
+//!
 //! # Type mapping
 //!
 //! With an embedded schema, a column's Iceberg type comes from its Kafka Connect type and
@@ -202,8 +207,13 @@ pub enum DecodeErrorKind {
     MissingKey,
     BadValue,
     /// A well-formed event this decoder deliberately does not store (a MongoDB update
-    /// without the full document).
+    /// without the full document), or an Avro schema firn cannot read.
     Unsupported,
+    /// A Confluent wire-format record whose schema id the Schema Registry does not know
+    /// (or no `[schema-registry]` is configured).
+    UnknownSchemaId,
+    /// Avro bytes that do not decode with the schema their id names.
+    BadAvro,
 }
 
 impl std::fmt::Display for DecodeErrorKind {
@@ -220,36 +230,55 @@ impl DecodeErrorKind {
             DecodeErrorKind::MissingKey => "missing_key",
             DecodeErrorKind::BadValue => "bad_value",
             DecodeErrorKind::Unsupported => "unsupported",
+            DecodeErrorKind::UnknownSchemaId => "unknown_schema_id",
+            DecodeErrorKind::BadAvro => "bad_avro",
         }
     }
 }
 
-fn error(kind: DecodeErrorKind, message: impl Into<String>) -> DecodeError {
+pub(crate) fn error(kind: DecodeErrorKind, message: impl Into<String>) -> DecodeError {
     DecodeError {
         kind,
         message: message.into(),
     }
 }
 
-/// A decoded message key: its fields and, with the JSON converter's embedded schema, the
-/// key struct's field schemas.
-struct Key {
-    fields: Vec<(String, Value)>,
-    schemas: Option<Vec<Value>>,
+/// A decoded message key: its fields and, with a schema (the JSON converter's embedded one,
+/// or the Avro key schema), the key struct's field schemas in Kafka Connect JSON form.
+pub(crate) struct Key {
+    pub(crate) fields: Vec<(String, Value)>,
+    pub(crate) schemas: Option<Vec<Value>>,
 }
 
-/// Decodes one Kafka message (key and value bytes).
+/// Decodes one Kafka message (key and value bytes) written by the JSON converter.
 pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Decoded, DecodeError> {
     let Some(value) = value else {
         return Ok(Decoded::Tombstone);
     };
+    let (schema, payload) = parse_value(value)?;
+    decode_envelope(key.map(decode_key), schema.as_ref(), payload)
+}
+
+/// A JSON converter value split into its embedded schema (if any) and payload.
+pub(crate) fn parse_value(value: &[u8]) -> Result<(Option<Value>, Value), DecodeError> {
     let json: Value = serde_json::from_slice(value).map_err(|err| {
         error(
             DecodeErrorKind::BadJson,
             format!("value is not JSON: {err}"),
         )
     })?;
-    let (schema, payload) = split_schema(json);
+    Ok(split_schema(json))
+}
+
+/// Decodes a Debezium envelope in Kafka Connect JSON form: the JSON converter's payload
+/// and (optional) schema, or an Avro envelope converted to that form by [`crate::avro`],
+/// so both formats share every mapping below. `key` is the already decoded message key;
+/// its error is reported only after the envelope itself proved valid.
+pub(crate) fn decode_envelope(
+    key: Option<Result<Key, DecodeError>>,
+    schema: Option<&Value>,
+    payload: Value,
+) -> Result<Decoded, DecodeError> {
     let Value::Object(mut payload) = payload else {
         return Err(error(
             DecodeErrorKind::NotAnEnvelope,
@@ -274,7 +303,7 @@ pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Decoded, Decod
     })?;
     let source = payload.remove("source").unwrap_or(Value::Null);
     let key = match key {
-        Some(bytes) => decode_key(bytes)?,
+        Some(decoded) => decoded?,
         None if op == Op::Truncate => Key {
             fields: Vec::new(),
             schemas: None,
@@ -294,9 +323,7 @@ pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Decoded, Decod
     let row = match (op, row_value) {
         (Op::Truncate, _) => Vec::new(),
         (_, Value::Object(row_object)) => {
-            let field_schemas = schema
-                .as_ref()
-                .and_then(|s| struct_field_schema(s, row_field));
+            let field_schemas = schema.and_then(|s| struct_field_schema(s, row_field));
             decode_row(row_object, field_schemas)?
         }
         (_, Value::String(document)) => decode_mongo_document(row_field, &document)?,
@@ -358,7 +385,8 @@ fn struct_field_schema<'a>(envelope: &'a Value, field: &str) -> Option<&'a Vec<V
         .as_array()
 }
 
-fn decode_key(bytes: &[u8]) -> Result<Key, DecodeError> {
+/// A JSON converter key: `{"id": 7}`, or with its schema embedded.
+pub(crate) fn decode_key(bytes: &[u8]) -> Result<Key, DecodeError> {
     let json: Value = serde_json::from_slice(bytes).map_err(|err| {
         error(
             DecodeErrorKind::MissingKey,
@@ -465,6 +493,8 @@ enum Reading {
     /// Time of day; the value's unit as a divisor/multiplier of microseconds.
     Time(TimeUnit),
     Timestamp(TimeUnit),
+    /// Avro's own `timestamp-millis|micros|nanos`: an instant, UTC.
+    Instant(TimeUnit),
     Zoned,
     /// `shift` folds a negative Connect scale into the unscaled value.
     Decimal {
@@ -549,6 +579,14 @@ fn reading(schema: &Value) -> Reading {
             }
         }
         ("io.debezium.data.VariableScaleDecimal", _) => Reading::VariableScaleDecimal,
+        // Avro's instant types carry no Connect name (see `avro`, which maps Avro's other
+        // logical types to their Connect equivalents); JSON schemas never have this key.
+        ("", "int64") => match schema.get("logicalType").and_then(Value::as_str) {
+            Some("timestamp-millis") => Reading::Instant(TimeUnit::Millis),
+            Some("timestamp-micros") => Reading::Instant(TimeUnit::Micros),
+            Some("timestamp-nanos") => Reading::Instant(TimeUnit::Nanos),
+            _ => Reading::Plain(ColumnType::Long),
+        },
         (_, "boolean") => Reading::Plain(ColumnType::Boolean),
         (_, "int8" | "int16" | "int32") => Reading::Plain(ColumnType::Int),
         (_, "int64") => Reading::Plain(ColumnType::Long),
@@ -567,7 +605,7 @@ impl Reading {
             Reading::Date => ColumnType::Date,
             Reading::Time(_) => ColumnType::Time,
             Reading::Timestamp(_) => ColumnType::Timestamp,
-            Reading::Zoned => ColumnType::Timestamptz,
+            Reading::Instant(_) | Reading::Zoned => ColumnType::Timestamptz,
             Reading::Decimal {
                 precision, scale, ..
             } => ColumnType::Decimal { precision, scale },
@@ -627,7 +665,7 @@ fn decode_typed(
                 .ok_or_else(|| bad(name, "a time of day within 00:00..24:00", value))?;
             CellValue::Time(micros)
         }
-        Reading::Timestamp(unit) => CellValue::Micros(
+        Reading::Timestamp(unit) | Reading::Instant(unit) => CellValue::Micros(
             unit.to_micros(integer("an epoch timestamp")?)
                 .ok_or_else(|| bad(name, "an epoch timestamp within ±292,000 years", value))?,
         ),

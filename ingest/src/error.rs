@@ -15,6 +15,8 @@ pub enum IngestError {
     Generator(#[from] crate::generator::GeneratorError),
     #[error(transparent)]
     Transform(#[from] firn_transforms::TransformError),
+    #[error(transparent)]
+    SchemaRegistry(#[from] crate::schema_registry::RegistryError),
     #[error("{0}")]
     Invalid(String),
     #[error("i/o on {path}: {source}")]
@@ -38,6 +40,7 @@ impl IngestError {
             IngestError::Catalog(err) => err.is_bad_input(),
             IngestError::Invalid(_) => true,
             IngestError::Transform(err) => err.is_bad_input(),
+            IngestError::SchemaRegistry(err) => !err.is_retryable(),
             _ => false,
         }
     }

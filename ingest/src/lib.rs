@@ -2,6 +2,7 @@
 //! deterministic Debezium generator, the demo, and the `firn` command line.
 
 pub mod admin;
+pub mod avro;
 pub mod bronze;
 pub mod cli;
 pub mod debezium;
@@ -11,6 +12,7 @@ pub mod error;
 pub mod generator;
 pub mod metrics;
 pub mod relay;
+pub mod schema_registry;
 pub mod source;
 pub mod stream_load;
 pub mod writer;

@@ -37,10 +37,11 @@ use serde::Serialize;
 
 use crate::admin::Health;
 use crate::bronze::{BronzeRow, build_batch, plan_schema_changes};
-use crate::debezium::{CellValue, Decoded, decode};
+use crate::debezium::{CellValue, Decoded};
 use crate::dedup::{SOURCE_WATERMARKS, Watermarks, key_op_hash};
 use crate::error::IngestError;
 use crate::metrics::{CommitLabel, DeadLetterLabel, IngestMetrics};
+use crate::schema_registry::RecordDecoder;
 use crate::source::{
     KafkaSource, ResumeFn, SourceEvent, SourceOptions, SourceRecord, TopicPartition,
 };
@@ -244,9 +245,12 @@ pub async fn run_service(
         starts: HashMap::new(),
         watermarks: Watermarks::default(),
         report: IngestReport::default(),
+        decoder: RecordDecoder::new(config)?,
     };
     loop {
         let events = source.poll(5_000, Duration::from_millis(200)).await?;
+        // Avro schemas are fetched before decoding; a registry outage waits here.
+        ingest.decoder.prepare(&events, stop).await?;
         let polled_nothing = events.is_empty();
         for event in events {
             ingest.handle(event);
@@ -299,10 +303,7 @@ fn resume_from_bronze(catalog: Catalog, config: PipelineConfig) -> ResumeFn<Vec<
                 .load_table(&dead_letter_name)
                 .await
                 .map_err(|err| err.to_string())?;
-            let dead_letter_offsets =
-                history::latest_kafka_offsets(&dead_letter_table.metadata_ref())
-                    .map(|(_, o)| o)
-                    .unwrap_or_default();
+            let dead_letter_offsets = committed_offsets(&dead_letter_table);
             let mut loaded: BTreeMap<String, TableResume> = BTreeMap::new();
             let mut offsets = Vec::with_capacity(partitions.len());
             for (topic, partition) in partitions {
@@ -316,17 +317,12 @@ fn resume_from_bronze(catalog: Catalog, config: PipelineConfig) -> ResumeFn<Vec<
                         .load_table(&name)
                         .await
                         .map_err(|err| err.to_string())?;
-                    let metadata = table.metadata_ref();
                     loaded.insert(
                         source.table.clone(),
                         TableResume {
                             table: source.table.clone(),
-                            offsets: history::latest_kafka_offsets(&metadata)
-                                .map(|(_, o)| o)
-                                .unwrap_or_default(),
-                            marks: history::latest_summary_value(&metadata, SOURCE_WATERMARKS)
-                                .and_then(|(_, text)| Watermarks::from_json(&text))
-                                .unwrap_or_default(),
+                            offsets: committed_offsets(&table),
+                            marks: committed_watermarks(&table),
                             dead_letter_offsets: dead_letter_offsets.clone(),
                         },
                     );
@@ -354,6 +350,8 @@ struct Ingest<'a> {
     /// Live dedup watermarks of the owned partitions (including uncommitted events).
     watermarks: Watermarks,
     report: IngestReport,
+    /// JSON and Confluent Avro decoding, with the Schema Registry's schemas.
+    decoder: RecordDecoder,
 }
 
 impl Ingest<'_> {
@@ -508,7 +506,9 @@ impl Ingest<'_> {
     ) -> Option<(String, String, Option<String>)> {
         let label = IngestMetrics::table(&source.table);
         let tenant = resolve_tenant(source, template, &record.topic);
-        let decoded = decode(record.key.as_deref(), record.value.as_deref());
+        let decoded = self
+            .decoder
+            .decode(record.key.as_deref(), record.value.as_deref());
         match (tenant, decoded) {
             (_, Ok(Decoded::Tombstone)) => {
                 self.report.tombstones += 1;
@@ -628,13 +628,8 @@ impl Ingest<'_> {
         if let Ok(name) = TableName::new(Tier::Bronze, table)
             && let Ok(loaded) = self.catalog.load_table(&name).await
         {
-            let metadata = loaded.metadata_ref();
-            state.committed = history::latest_kafka_offsets(&metadata)
-                .map(|(_, o)| o)
-                .unwrap_or_default();
-            state.committed_marks = history::latest_summary_value(&metadata, SOURCE_WATERMARKS)
-                .and_then(|(_, text)| Watermarks::from_json(&text))
-                .unwrap_or_default();
+            state.committed = committed_offsets(&loaded);
+            state.committed_marks = committed_watermarks(&loaded);
         }
         let committed = state.committed.clone();
         let marks = state.committed_marks.clone();
@@ -748,9 +743,7 @@ impl Ingest<'_> {
         let request = CommitRequest::new(Operation::Append { files })
             .with_property(WRITER_ID, self.options.writer_id.clone())
             .with_validator(move |current| {
-                let now = history::latest_kafka_offsets(&current.metadata_ref())
-                    .map(|(_, o)| o)
-                    .unwrap_or_default();
+                let now = committed_offsets(current);
                 for (topic, partition) in &validate_touched {
                     if now.get(topic, *partition) != expected.get(topic, *partition) {
                         return Err(format!(
@@ -765,28 +758,16 @@ impl Ingest<'_> {
             })
             .with_properties_from(move |current| {
                 // Partitions other processes own keep the values they committed.
-                let metadata = current.metadata_ref();
-                let offsets = history::latest_kafka_offsets(&metadata)
-                    .map(|(_, o)| o)
-                    .unwrap_or_default()
-                    .merged_with(&reached);
-                let marks = history::latest_summary_value(&metadata, SOURCE_WATERMARKS)
-                    .and_then(|(_, text)| Watermarks::from_json(&text))
-                    .unwrap_or_default()
-                    .merged_with(&live_marks);
+                let offsets = committed_offsets(current).merged_with(&reached);
+                let marks = committed_watermarks(current).merged_with(&live_marks);
                 Ok(HashMap::from([
                     (KAFKA_OFFSETS.to_string(), offsets.to_json()),
                     (SOURCE_WATERMARKS.to_string(), marks.to_json()),
                 ]))
             });
         let outcome = self.catalog.commit(&name, request).await?;
-        let metadata = outcome.table.metadata_ref();
-        state.committed = history::latest_kafka_offsets(&metadata)
-            .map(|(_, o)| o)
-            .unwrap_or_default();
-        state.committed_marks = history::latest_summary_value(&metadata, SOURCE_WATERMARKS)
-            .and_then(|(_, text)| Watermarks::from_json(&text))
-            .unwrap_or_default();
+        state.committed = committed_offsets(&outcome.table);
+        state.committed_marks = committed_watermarks(&outcome.table);
         tracing::info!(table = %name, rows = written, snapshot_id = ?outcome.snapshot_id, "committed");
         let label = IngestMetrics::table(table);
         self.metrics
@@ -840,9 +821,7 @@ async fn commit_dead_letters(
     let request = CommitRequest::new(Operation::Append { files })
         .with_property(WRITER_ID, options.writer_id.clone())
         .with_validator(move |current| {
-            let now = history::latest_kafka_offsets(&current.metadata_ref())
-                .map(|(_, o)| o)
-                .unwrap_or_default();
+            let now = committed_offsets(current);
             for (topic, partition) in &touched {
                 // Ahead of what this process knew: another process dead-lettered this range.
                 if now.get(topic, *partition).unwrap_or(0)
@@ -856,19 +835,28 @@ async fn commit_dead_letters(
             Ok(())
         })
         .with_properties_from(move |current| {
-            let offsets = history::latest_kafka_offsets(&current.metadata_ref())
-                .map(|(_, o)| o)
-                .unwrap_or_default()
-                .merged_with(&reached);
+            let offsets = committed_offsets(current).merged_with(&reached);
             Ok(HashMap::from([(
                 KAFKA_OFFSETS.to_string(),
                 offsets.to_json(),
             )]))
         });
     let outcome = catalog.commit(&name, request).await?;
-    Ok(history::latest_kafka_offsets(&outcome.table.metadata_ref())
-        .map(|(_, o)| o)
-        .unwrap_or_default())
+    Ok(committed_offsets(&outcome.table))
+}
+
+/// The next offsets a table's latest snapshot records (empty before the first commit).
+fn committed_offsets(table: &iceberg::table::Table) -> KafkaOffsets {
+    history::latest_kafka_offsets(&table.metadata_ref())
+        .map(|(_, offsets)| offsets)
+        .unwrap_or_default()
+}
+
+/// The dedup watermarks a bronze table's latest snapshot records.
+fn committed_watermarks(table: &iceberg::table::Table) -> Watermarks {
+    history::latest_summary_value(&table.metadata_ref(), SOURCE_WATERMARKS)
+        .and_then(|(_, text)| Watermarks::from_json(&text))
+        .unwrap_or_default()
 }
 
 /// Kafka headers as a JSON object: UTF-8 values as strings, others as `{"base64": ...}`.

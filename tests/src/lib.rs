@@ -26,6 +26,7 @@ use tempfile::TempDir;
 pub use firn_catalog;
 
 pub mod broker;
+pub mod schema_registry;
 pub mod stream_load;
 
 /// A throwaway lake: a warehouse directory and a catalog database.

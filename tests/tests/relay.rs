@@ -87,7 +87,12 @@ struct Setup {
 
 /// The demo's pipeline config in `dir` with a `[relay]` section for `server`; `ledger`
 /// names a SQLite catalog database (the relay's ledger) other than the lake's.
-fn relay_config(dir: &Path, server: &StreamLoadServer, relay_toml: &str, ledger: Option<&str>) -> PipelineConfig {
+fn relay_config(
+    dir: &Path,
+    server: &StreamLoadServer,
+    relay_toml: &str,
+    ledger: Option<&str>,
+) -> PipelineConfig {
     let text = format!(
         "{DEMO_CONFIG}\n[relay]\nfe-urls = [\"{}\"]\ndatabase = \"{DB}\"\n{relay_toml}\n",
         server.fe_url()
@@ -101,7 +106,9 @@ fn relay_config(dir: &Path, server: &StreamLoadServer, relay_toml: &str, ledger:
 async fn setup(generator: &GeneratorConfig) -> Setup {
     let lake = Lake::sqlite().await;
     copy_gold_sql(lake.dir.path());
-    let config = PipelineConfig::from_toml(DEMO_CONFIG, Vec::<(String, String)>::new(), lake.dir.path()).unwrap();
+    let config =
+        PipelineConfig::from_toml(DEMO_CONFIG, Vec::<(String, String)>::new(), lake.dir.path())
+            .unwrap();
     let catalog = Catalog::connect(&config).await.unwrap();
     catalog.init(&config).await.unwrap();
     let source = generated_source(generator, 2).await;
@@ -110,7 +117,9 @@ async fn setup(generator: &GeneratorConfig) -> Setup {
         writer_id: "relay-test".into(),
         stop_when_caught_up: true,
     };
-    firn_ingest::writer::run(&catalog, &config, &options).await.unwrap();
+    firn_ingest::writer::run(&catalog, &config, &options)
+        .await
+        .unwrap();
     for source_config in &config.sources {
         let keys = source_config.primary_key.clone().unwrap();
         firn_transforms::run_silver(
@@ -121,12 +130,21 @@ async fn setup(generator: &GeneratorConfig) -> Setup {
         .await
         .unwrap();
     }
-    firn_transforms::run_all_gold(&catalog, &config).await.unwrap();
+    firn_transforms::run_all_gold(&catalog, &config)
+        .await
+        .unwrap();
     let rows = relay::iceberg_rows(&catalog, &TableName::new(Tier::Gold, TABLE).unwrap())
         .await
         .unwrap();
-    assert!(rows.len() > 20, "the generator produced live orders: {}", rows.len());
-    let gold = rows.iter().map(|row| (key(row), normalize(row, None))).collect();
+    assert!(
+        rows.len() > 20,
+        "the generator produced live orders: {}",
+        rows.len()
+    );
+    let gold = rows
+        .iter()
+        .map(|row| (key(row), normalize(row, None)))
+        .collect();
     Setup { lake, source, gold }
 }
 
@@ -176,7 +194,14 @@ async fn relay_once(config: &PipelineConfig, options: &RelayOptions) -> RelayRep
 
 /// The hot table equals gold on gold's columns, row for row.
 fn assert_hot_equals_gold(server: &StreamLoadServer, setup: &Setup) {
-    let columns: Vec<String> = setup.gold.values().next().unwrap().keys().cloned().collect();
+    let columns: Vec<String> = setup
+        .gold
+        .values()
+        .next()
+        .unwrap()
+        .keys()
+        .cloned()
+        .collect();
     let hot: BTreeMap<(String, i64), BTreeMap<String, String>> = server
         .rows(DB, TABLE)
         .unwrap()
@@ -188,7 +213,10 @@ fn assert_hot_equals_gold(server: &StreamLoadServer, setup: &Setup) {
         .collect();
     let missing: Vec<_> = setup.gold.keys().filter(|k| !hot.contains_key(k)).collect();
     let extra: Vec<_> = hot.keys().filter(|k| !setup.gold.contains_key(k)).collect();
-    assert!(missing.is_empty() && extra.is_empty(), "missing {missing:?}, extra {extra:?}");
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, extra {extra:?}"
+    );
     for (key, gold) in &setup.gold {
         assert_eq!(&hot[key], gold, "row {key:?}");
     }
@@ -215,7 +243,12 @@ fn loads(report: &RelayReport) -> u64 {
 async fn the_hot_table_equals_gold_and_replays_change_nothing() {
     let setup = setup(&generator()).await;
     let server = server().await;
-    let config = relay_config(setup.lake.dir.path(), &server, "interval = \"100ms\"\nmax-batch-rows = 40", None);
+    let config = relay_config(
+        setup.lake.dir.path(),
+        &server,
+        "interval = \"100ms\"\nmax-batch-rows = 40",
+        None,
+    );
     let options = relay_options(&setup, &config);
     let first = relay_once(&config, &options).await;
     assert!(loads(&first) > 3, "several batches: {first:?}");
@@ -226,7 +259,10 @@ async fn the_hot_table_equals_gold_and_replays_change_nothing() {
     // Every row carries the label of a load and a relay version at least its source version.
     for row in server.rows(DB, TABLE).unwrap() {
         let label = row["relay_label"].as_str().unwrap();
-        assert!(first.tables[TABLE].labels.iter().any(|l| l == label), "{row}");
+        assert!(
+            first.tables[TABLE].labels.iter().any(|l| l == label),
+            "{row}"
+        );
         assert!(row["relay_version"].as_i64().unwrap() >= row["source_version"].as_i64().unwrap());
     }
 
@@ -238,7 +274,12 @@ async fn the_hot_table_equals_gold_and_replays_change_nothing() {
 
     // A full Kafka replay with a fresh ledger: every batch is loaded again under new labels
     // and the Primary Key table with merge_condition ends exactly where it was.
-    let fresh = relay_config(setup.lake.dir.path(), &server, "interval = \"100ms\"\nmax-batch-rows = 25", Some("fresh-ledger.db"));
+    let fresh = relay_config(
+        setup.lake.dir.path(),
+        &server,
+        "interval = \"100ms\"\nmax-batch-rows = 25",
+        Some("fresh-ledger.db"),
+    );
     let replay = relay_once(&fresh, &relay_options(&setup, &fresh)).await;
     assert!(loads(&replay) > 3);
     assert_hot_equals_gold(&server, &setup);
@@ -257,7 +298,12 @@ async fn a_relay_killed_between_send_and_ack_loads_every_batch_once() {
     let server = server().await;
     // Slow loads keep a batch in flight most of the time.
     server.set_fault(FaultRule::always(Fault::SlowBe { delay_ms: 250 }));
-    let config = relay_config(setup.lake.dir.path(), &server, "interval = \"100ms\"\nmax-batch-rows = 30", None);
+    let config = relay_config(
+        setup.lake.dir.path(),
+        &server,
+        "interval = \"100ms\"\nmax-batch-rows = 30",
+        None,
+    );
     let options = relay_options(&setup, &config);
     let ledger = RelayLedger::connect(&config.catalog_database().unwrap(), None)
         .await
@@ -266,12 +312,16 @@ async fn a_relay_killed_between_send_and_ack_loads_every_batch_once() {
     let mut restarts_with_pending = 0;
     let mut seed: u64 = 0x5eed;
     for _ in 0..6 {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let run_for = Duration::from_millis(300 + (seed >> 33) % 1200);
         let task = {
             let config = config.clone();
             let options = options.clone();
-            tokio::spawn(async move { relay::run(&config, &options, &AtomicBool::new(false)).await })
+            tokio::spawn(
+                async move { relay::run(&config, &options, &AtomicBool::new(false)).await },
+            )
         };
         tokio::time::sleep(run_for).await;
         task.abort();
@@ -280,14 +330,20 @@ async fn a_relay_killed_between_send_and_ack_loads_every_batch_once() {
             restarts_with_pending += 1;
         }
     }
-    assert!(restarts_with_pending > 0, "some kill landed between send and ack");
+    assert!(
+        restarts_with_pending > 0,
+        "some kill landed between send and ack"
+    );
     server.clear_faults();
     let last = relay_once(&config, &options).await;
     assert_hot_equals_gold(&server, &setup);
     assert_no_label_committed_twice(&server);
     // Every label the ledger acknowledged is committed once, and every send of it is counted.
     let entries = ledger.labels(&ledger_key).await.unwrap();
-    assert!(entries.iter().all(|(_, _, state)| state == "acked"), "{entries:?}");
+    assert!(
+        entries.iter().all(|(_, _, state)| state == "acked"),
+        "{entries:?}"
+    );
     let committed: Vec<String> = server
         .labels()
         .into_iter()
@@ -301,7 +357,10 @@ async fn a_relay_killed_between_send_and_ack_loads_every_batch_once() {
             assert!(server.attempts(label) >= 1);
         }
     }
-    assert!(last.records_replayed > 0, "the last run rebuilt its state: {last:?}");
+    assert!(
+        last.records_replayed > 0,
+        "the last run rebuilt its state: {last:?}"
+    );
 }
 
 /// §9.6 test 10: StarRocks evicts a label before the relay learns the load committed; the
@@ -316,11 +375,19 @@ async fn an_evicted_label_loaded_again_leaves_the_table_right() {
         ..Limits::default()
     });
     server.set_fault(FaultRule::times(Fault::LostResponse, 4));
-    let config = relay_config(setup.lake.dir.path(), &server, "interval = \"100ms\"\nmax-batch-rows = 30", None);
+    let config = relay_config(
+        setup.lake.dir.path(),
+        &server,
+        "interval = \"100ms\"\nmax-batch-rows = 30",
+        None,
+    );
     let report = relay_once(&config, &relay_options(&setup, &config)).await;
     let labels = &report.tables[TABLE].labels;
     let doubled = labels.iter().filter(|l| server.attempts(l) >= 2).count();
-    assert!(doubled > 0, "a lost response was followed by a resend of the evicted label");
+    assert!(
+        doubled > 0,
+        "a lost response was followed by a resend of the evicted label"
+    );
     assert_hot_equals_gold(&server, &setup);
 }
 
@@ -339,7 +406,9 @@ async fn the_running_txn_limit_pauses_the_consumer_instead_of_growing_memory() {
     let config = relay_config(
         setup.lake.dir.path(),
         &server,
-        &format!("interval = \"100ms\"\nmax-batch-rows = 20\nmax-batch-bytes = {budget}\nmax-in-flight-bytes = {budget}"),
+        &format!(
+            "interval = \"100ms\"\nmax-batch-rows = 20\nmax-batch-bytes = {budget}\nmax-in-flight-bytes = {budget}"
+        ),
         None,
     );
     let options = relay_options(&setup, &config);
@@ -351,11 +420,18 @@ async fn the_running_txn_limit_pauses_the_consumer_instead_of_growing_memory() {
     };
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while metrics.paused.get() != 1 {
-        assert!(tokio::time::Instant::now() < deadline, "the consumer never paused");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the consumer never paused"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(metrics.paused.get(), 1, "still paused while StarRocks refuses");
+    assert_eq!(
+        metrics.paused.get(),
+        1,
+        "still paused while StarRocks refuses"
+    );
     let refused = server
         .labels()
         .iter()
@@ -374,7 +450,10 @@ async fn the_running_txn_limit_pauses_the_consumer_instead_of_growing_memory() {
         "memory stayed bounded: {} bytes",
         report.peak_buffered_bytes
     );
-    assert!(report.tables[TABLE].retries > 0, "the refused load was retried");
+    assert!(
+        report.tables[TABLE].retries > 0,
+        "the refused load was retried"
+    );
     assert_hot_equals_gold(&server, &setup);
     assert_no_label_committed_twice(&server);
 }
@@ -386,7 +465,12 @@ async fn faults_under_load_leave_the_table_equal_to_gold() {
     let setup = setup(&generator()).await;
     let server = server().await;
     for (fault, times) in [
-        (Fault::PublishTimeout { visible_after_ms: 300 }, 2),
+        (
+            Fault::PublishTimeout {
+                visible_after_ms: 300,
+            },
+            2,
+        ),
         (Fault::CommitUnknown, 2),
         (Fault::LostResponse, 2),
         (Fault::DropConnection, 2),
@@ -397,14 +481,24 @@ async fn faults_under_load_leave_the_table_equal_to_gold() {
     ] {
         server.set_fault(FaultRule::times(fault, times));
     }
-    let config = relay_config(setup.lake.dir.path(), &server, "interval = \"100ms\"\nmax-batch-rows = 20", None);
+    let config = relay_config(
+        setup.lake.dir.path(),
+        &server,
+        "interval = \"100ms\"\nmax-batch-rows = 20",
+        None,
+    );
     let report = relay_once(&config, &relay_options(&setup, &config)).await;
     assert!(report.tables[TABLE].retries > 0, "{report:?}");
     assert_hot_equals_gold(&server, &setup);
     assert_no_label_committed_twice(&server);
     // Label retention evicting everything mid-run is absorbed too.
     server.evict_labels(DB, None);
-    let fresh = relay_config(setup.lake.dir.path(), &server, "interval = \"100ms\"", Some("second-ledger.db"));
+    let fresh = relay_config(
+        setup.lake.dir.path(),
+        &server,
+        "interval = \"100ms\"",
+        Some("second-ledger.db"),
+    );
     relay_once(&fresh, &relay_options(&setup, &fresh)).await;
     assert_hot_equals_gold(&server, &setup);
 }

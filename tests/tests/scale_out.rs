@@ -24,6 +24,55 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 const TABLES: [&str; 4] = ["customers", "products", "orders", "order_items"];
 const EXAMPLE_CONFIG: &str = include_str!("../../docs/firn.example.toml");
 
+/// The example pipeline on `lake`, plus environment overrides.
+fn lake_config(lake: &Lake, env: &[(&str, &str)]) -> PipelineConfig {
+    let mut all = vec![("FIRN_WAREHOUSE__URI".to_string(), lake.warehouse_uri())];
+    if lake.is_postgres() {
+        all.push(("FIRN_CATALOG__URI".to_string(), lake.reader_uri()));
+    }
+    all.extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    PipelineConfig::from_toml(EXAMPLE_CONFIG, all, lake.dir.path()).unwrap()
+}
+
+/// `run_service` in a task, stopped through [`Service::stop`].
+struct Service {
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<
+        Result<firn_ingest::writer::IngestReport, firn_ingest::IngestError>,
+    >,
+}
+
+impl Service {
+    fn start(
+        catalog: &Catalog,
+        config: &PipelineConfig,
+        brokers: &str,
+        writer: &str,
+        metrics: IngestMetrics,
+        health: Arc<Health>,
+    ) -> Service {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (catalog, config, flag) = (catalog.clone(), config.clone(), stop.clone());
+        let options = IngestOptions {
+            brokers: brokers.to_string(),
+            writer_id: writer.to_string(),
+            stop_when_caught_up: false,
+        };
+        let task = tokio::spawn(async move {
+            run_service(&catalog, &config, &options, &flag, &metrics, &health).await
+        });
+        Service { stop, task }
+    }
+
+    async fn stop(self) -> firn_ingest::writer::IngestReport {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task
+            .await
+            .unwrap()
+            .expect("the service ran without error")
+    }
+}
+
 /// Expected bronze rows per table (distinct change events over all tenants).
 fn expected_per_table(generator: &Generator) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
@@ -37,13 +86,23 @@ fn expected_per_table(generator: &Generator) -> BTreeMap<String, u64> {
 /// A `firn ingest` service process on the lake, in consumer group `group`.
 fn spawn_ingest(lake: &Lake, brokers: &str, group: &str, writer: &str) -> Child {
     std::fs::write(lake.dir.path().join("firn.toml"), EXAMPLE_CONFIG).unwrap();
-    Command::new(firn_binary())
+    // Rounds of one process each restart faster without a group to rejoin.
+    let assignment = if group == "random-kill" {
+        "static"
+    } else {
+        "group"
+    };
+    let mut command = Command::new(firn_binary());
+    if lake.is_postgres() {
+        command.env("FIRN_CATALOG__URI", lake.reader_uri());
+    }
+    command
         .args(["ingest", "--brokers", brokers, "--writer-id", writer])
         .current_dir(lake.dir.path())
         .env_remove("FIRN_CONFIG")
-        .env("FIRN_CATALOG__URI", lake.reader_uri())
         .env("FIRN_WAREHOUSE__URI", lake.warehouse_uri())
         .env("FIRN_KAFKA__GROUP_ID", group)
+        .env("FIRN_KAFKA__ASSIGNMENT", assignment)
         .env("FIRN_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000")
         .env("FIRN_KAFKA__PROPERTIES__HEARTBEAT_INTERVAL_MS", "1000")
         .env("FIRN_COMMIT__INTERVAL", "1s")
@@ -115,15 +174,7 @@ async fn three_processes_in_one_group_on_a_real_broker_land_every_event_once() {
     let mut generator = Generator::new(&config).unwrap();
     broker.create_topics(&generator.topics(), 3).await;
     // Tables exist before three processes race to create them.
-    let pipeline = PipelineConfig::from_toml(
-        EXAMPLE_CONFIG,
-        vec![
-            ("FIRN_CATALOG__URI".into(), lake.reader_uri()),
-            ("FIRN_WAREHOUSE__URI".into(), lake.warehouse_uri()),
-        ],
-        lake.dir.path(),
-    )
-    .unwrap();
+    let pipeline = lake_config(&lake, &[]);
     Catalog::connect(&pipeline)
         .await
         .unwrap()
@@ -174,16 +225,13 @@ async fn three_processes_in_one_group_on_a_real_broker_land_every_event_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_outage_loses_and_duplicates_nothing() {
     let lake = Lake::sqlite().await;
-    let config = PipelineConfig::from_toml(
-        EXAMPLE_CONFIG,
-        vec![
-            ("FIRN_WAREHOUSE__URI".into(), lake.warehouse_uri()),
-            ("FIRN_COMMIT__INTERVAL".into(), "1s".into()),
-            ("FIRN_KAFKA__ASSIGNMENT".into(), "static".into()),
+    let config = lake_config(
+        &lake,
+        &[
+            ("FIRN_COMMIT__INTERVAL", "1s"),
+            ("FIRN_KAFKA__ASSIGNMENT", "static"),
         ],
-        lake.dir.path(),
-    )
-    .unwrap();
+    );
     let catalog = Catalog::connect(&config).await.unwrap();
     let generator_config = GeneratorConfig {
         orders: 300,
@@ -194,26 +242,14 @@ async fn a_broker_outage_loses_and_duplicates_nothing() {
     let source = generated_source(&generator_config, 2).await;
     let expected = expected_per_table(&source.generator);
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let service = {
-        let (catalog, config, stop) = (catalog.clone(), config.clone(), stop.clone());
-        let options = IngestOptions {
-            brokers: source.brokers.clone(),
-            writer_id: "outage".into(),
-            stop_when_caught_up: false,
-        };
-        tokio::spawn(async move {
-            run_service(
-                &catalog,
-                &config,
-                &options,
-                &stop,
-                &IngestMetrics::unregistered(),
-                &Health::new(),
-            )
-            .await
-        })
-    };
+    let service = Service::start(
+        &catalog,
+        &config,
+        &source.brokers,
+        "outage",
+        IngestMetrics::unregistered(),
+        Health::new(),
+    );
     tokio::time::sleep(Duration::from_millis(700)).await;
     source.cluster.broker_down(1).unwrap();
     tokio::time::sleep(Duration::from_secs(6)).await;
@@ -223,11 +259,7 @@ async fn a_broker_outage_loses_and_duplicates_nothing() {
     let (rows, repeats) = tokio::task::block_in_place(|| {
         wait_for_bronze(lake_ref, &expected, Duration::from_secs(90))
     });
-    stop.store(true, Ordering::SeqCst);
-    let report = service
-        .await
-        .unwrap()
-        .expect("the service survives the outage");
+    let report = service.stop().await;
     assert_eq!(rows, expected, "every change event once");
     assert_eq!(repeats, 0);
     assert!(
@@ -240,15 +272,7 @@ async fn a_broker_outage_loses_and_duplicates_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_admin_endpoint_reports_progress_and_health() {
     let lake = Lake::sqlite().await;
-    let config = PipelineConfig::from_toml(
-        EXAMPLE_CONFIG,
-        vec![
-            ("FIRN_WAREHOUSE__URI".into(), lake.warehouse_uri()),
-            ("FIRN_COMMIT__INTERVAL".into(), "1s".into()),
-        ],
-        lake.dir.path(),
-    )
-    .unwrap();
+    let config = lake_config(&lake, &[("FIRN_COMMIT__INTERVAL", "1s")]);
     let catalog = Catalog::connect(&config).await.unwrap();
     let generator_config = GeneratorConfig {
         orders: 60,
@@ -280,19 +304,14 @@ async fn the_admin_endpoint_reports_progress_and_health() {
         "not ready before it has partitions"
     );
 
-    let stop = Arc::new(AtomicBool::new(false));
-    let service = {
-        let (catalog, config, stop) = (catalog.clone(), config.clone(), stop.clone());
-        let (metrics, health) = (metrics.clone(), health.clone());
-        let options = IngestOptions {
-            brokers: source.brokers.clone(),
-            writer_id: "admin".into(),
-            stop_when_caught_up: false,
-        };
-        tokio::spawn(async move {
-            run_service(&catalog, &config, &options, &stop, &metrics, &health).await
-        })
-    };
+    let service = Service::start(
+        &catalog,
+        &config,
+        &source.brokers,
+        "admin",
+        metrics.clone(),
+        health.clone(),
+    );
     let lake_ref = &lake;
     let (rows, _) = tokio::task::block_in_place(|| {
         wait_for_bronze(lake_ref, &expected, Duration::from_secs(90))
@@ -318,8 +337,7 @@ async fn the_admin_endpoint_reports_progress_and_health() {
         24.0,
         "3 tenants × 4 tables × 2 partitions"
     );
-    stop.store(true, Ordering::SeqCst);
-    service.await.unwrap().unwrap();
+    service.stop().await;
     assert_eq!(get("/readyz").await.0, 503, "not ready once stopped");
 }
 
@@ -328,15 +346,7 @@ async fn the_admin_endpoint_reports_progress_and_health() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_messages_are_dead_lettered_with_their_headers() {
     let lake = Lake::sqlite().await;
-    let config = PipelineConfig::from_toml(
-        EXAMPLE_CONFIG,
-        vec![
-            ("FIRN_WAREHOUSE__URI".into(), lake.warehouse_uri()),
-            ("FIRN_KAFKA__MAX_MESSAGE_BYTES".into(), "2KiB".into()),
-        ],
-        lake.dir.path(),
-    )
-    .unwrap();
+    let config = lake_config(&lake, &[("FIRN_KAFKA__MAX_MESSAGE_BYTES", "2KiB")]);
     let catalog = Catalog::connect(&config).await.unwrap();
     let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
     let brokers = cluster.bootstrap_servers();
@@ -417,16 +427,13 @@ async fn oversized_messages_are_dead_lettered_with_their_headers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_table_does_not_stall_the_others() {
     let lake = Lake::sqlite().await;
-    let config = PipelineConfig::from_toml(
-        EXAMPLE_CONFIG,
-        vec![
-            ("FIRN_WAREHOUSE__URI".into(), lake.warehouse_uri()),
-            ("FIRN_COMMIT__INTERVAL".into(), "1s".into()),
-            ("FIRN_KAFKA__ASSIGNMENT".into(), "static".into()),
+    let config = lake_config(
+        &lake,
+        &[
+            ("FIRN_COMMIT__INTERVAL", "1s"),
+            ("FIRN_KAFKA__ASSIGNMENT", "static"),
         ],
-        lake.dir.path(),
-    )
-    .unwrap();
+    );
     let catalog = Catalog::connect(&config).await.unwrap();
     catalog.init(&config).await.unwrap();
     let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
@@ -450,26 +457,14 @@ async fn a_failing_table_does_not_stall_the_others() {
     )
     .await
     .unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let service = {
-        let (catalog, config, stop) = (catalog.clone(), config.clone(), stop.clone());
-        let options = IngestOptions {
-            brokers: brokers.clone(),
-            writer_id: "independent".into(),
-            stop_when_caught_up: false,
-        };
-        tokio::spawn(async move {
-            run_service(
-                &catalog,
-                &config,
-                &options,
-                &stop,
-                &IngestMetrics::unregistered(),
-                &Health::new(),
-            )
-            .await
-        })
-    };
+    let service = Service::start(
+        &catalog,
+        &config,
+        &brokers,
+        "independent",
+        IngestMetrics::unregistered(),
+        Health::new(),
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     while tokio::task::block_in_place(
         || bronze_rows_and_repeats(&lake, &["customers"]).0["customers"],
@@ -536,7 +531,7 @@ async fn a_failing_table_does_not_stall_the_others() {
         );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    assert!(!service.is_finished(), "the service keeps running");
+    assert!(!service.task.is_finished(), "the service keeps running");
 
     // Put the table back: the next cycle commits it, exactly once.
     sql(&format!(
@@ -546,9 +541,91 @@ async fn a_failing_table_does_not_stall_the_others() {
     let (rows, repeats) = tokio::task::block_in_place(|| {
         wait_for_bronze(lake_ref, &expected, Duration::from_secs(60))
     });
-    stop.store(true, Ordering::SeqCst);
-    let report = service.await.unwrap().unwrap();
+    let report = service.stop().await;
     assert_eq!(rows, expected);
     assert_eq!(repeats, 0);
     assert!(report.tables["bronze.customers"].failed_commits > 0);
+}
+
+/// `firn ingest` killed with SIGKILL at random points (seeded, so a failure replays), then
+/// a batch run and a replay that starts the consumer group from offset 0: every event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_at_random_points_and_a_replay_from_offset_0_land_every_event_once() {
+    use rand::{Rng, SeedableRng};
+    let lake = Lake::sqlite().await;
+    let generator_config = GeneratorConfig {
+        orders: 1500,
+        customers: 700,
+        restart_duplicates: 2,
+        ..GeneratorConfig::default()
+    };
+    let source = generated_source(&generator_config, 4).await;
+    let expected = expected_per_table(&source.generator);
+    let config = lake_config(&lake, &[]);
+    let catalog = Catalog::connect(&config).await.unwrap();
+    catalog.init(&config).await.unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let mut killed_with_progress = 0;
+    for round in 0..5 {
+        let child = spawn_ingest(&lake, &source.brokers, "random-kill", &format!("k{round}"));
+        let wait = Duration::from_millis(rng.random_range(1500..7000));
+        tokio::time::sleep(wait).await;
+        signal(&child, "KILL");
+        let mut child = child;
+        child.wait().unwrap();
+        let (rows, repeats) =
+            tokio::task::block_in_place(|| bronze_rows_and_repeats(&lake, &TABLES));
+        assert_eq!(repeats, 0, "round {round}: a Kafka record twice");
+        if rows.values().sum::<u64>() > 0 {
+            killed_with_progress += 1;
+        }
+    }
+    assert!(
+        killed_with_progress > 0,
+        "some rounds committed before the kill\n{}",
+        logs(&lake)
+    );
+    let options = IngestOptions {
+        brokers: source.brokers.clone(),
+        writer_id: "finish".into(),
+        stop_when_caught_up: true,
+    };
+    run(&catalog, &config, &options).await.unwrap();
+    let (rows, repeats) = tokio::task::block_in_place(|| bronze_rows_and_repeats(&lake, &TABLES));
+    assert_eq!(rows, expected, "every change event once after the kills");
+    assert_eq!(repeats, 0);
+
+    // Someone resets the consumer group to offset 0: positions come from bronze, so the
+    // service reads nothing again.
+    {
+        use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &source.brokers)
+            .set("group.id", "replay-from-zero")
+            .create()
+            .unwrap();
+        let mut list = rdkafka::TopicPartitionList::new();
+        for topic in source.generator.topics() {
+            for partition in 0..4 {
+                list.add_partition_offset(&topic, partition, rdkafka::Offset::Offset(0))
+                    .unwrap();
+            }
+        }
+        consumer.commit(&list, CommitMode::Sync).unwrap();
+    }
+    let replay_config = lake_config(&lake, &[("FIRN_KAFKA__GROUP_ID", "replay-from-zero")]);
+    let service = Service::start(
+        &catalog,
+        &replay_config,
+        &options.brokers,
+        "replay",
+        IngestMetrics::unregistered(),
+        Health::new(),
+    );
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let report = service.stop().await;
+    assert_eq!(report.records_consumed, 0, "nothing read again");
+    let (rows, repeats) = tokio::task::block_in_place(|| bronze_rows_and_repeats(&lake, &TABLES));
+    assert_eq!(rows, expected);
+    assert_eq!(repeats, 0);
 }

@@ -13,6 +13,8 @@
 //!   with tombstones, re-inserts, restart duplicates; tenants and tables interleaved.
 //! - `envelope.rs` (pure) — Debezium key/value encoding, Kafka Connect schemas, logical
 //!   types (`Date`, `Timestamp`, `MicroTimestamp`, `ZonedTimestamp`, `Decimal`, `Enum`).
+//! - `avro.rs` (pure) — [`AvroEncoder`]: Kafka Connect's `AvroConverter`, for
+//!   `schemas = "avro"` (Confluent wire format, schemas under [`avro_schema_ids`]).
 //! - `expected.rs` (pure) — [`ExpectedState`]: final rows per (table, tenant) and counts per
 //!   topic, maintained while generating.
 //! - `model.rs`, `rows.rs`, `rng.rs` (pure) — table definitions, row values, the PRNG.
@@ -28,6 +30,7 @@
 //! Topics are `<prefix>.<tenant>.<database>.<table>`; the connector's logical name (the
 //! `source.name` and schema-name prefix) is `<prefix>.<tenant>`.
 
+mod avro;
 mod envelope;
 mod expected;
 mod model;
@@ -43,6 +46,7 @@ use chrono::DateTime;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use serde::{Deserialize, Serialize};
 
+pub use avro::AvroEncoder;
 pub use envelope::{
     DEBEZIUM_VERSION, MYSQL_SERVER_ID, Op, binlog_file_name, decimal_base64, decimal_bytes,
     decode_decimal_base64, format_decimal,
@@ -54,7 +58,8 @@ pub use model::{Flavor, PrimaryKey, Table};
 pub use sink::{ProduceProgress, SinkStats, produce_to_kafka, write_expected, write_to_file};
 pub use stream::Generator;
 
-/// Whether messages embed their Kafka Connect schema (`schemas.enable` of the converter).
+/// Whether messages embed their Kafka Connect schema (`schemas.enable` of the converter), or
+/// are Avro with their schemas in a Schema Registry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SchemaMode {
@@ -65,6 +70,10 @@ pub enum SchemaMode {
     /// Tenants 0 and 1 embed, 2 and 3 do not, and so on (see the module docs).
     #[default]
     Mixed,
+    /// Keys and values are Avro in the Confluent wire format, as Confluent's
+    /// `AvroConverter` writes them; the schemas ([`Generator::avro_schemas`]) must be served
+    /// by a Schema Registry under the ids [`avro_schema_ids`] gives.
+    Avro,
 }
 
 impl SchemaMode {
@@ -72,7 +81,7 @@ impl SchemaMode {
     pub fn embeds(self, index: usize) -> bool {
         match self {
             SchemaMode::With => true,
-            SchemaMode::Without => false,
+            SchemaMode::Without | SchemaMode::Avro => false,
             SchemaMode::Mixed => (index / 2).is_multiple_of(2),
         }
     }
@@ -138,6 +147,13 @@ impl Default for GeneratorConfig {
             span_days: 4,
         }
     }
+}
+
+/// The Schema Registry ids of a tenant's (key, value) schemas for `table` in Avro mode:
+/// fixed by position so that generation stays pure and deterministic.
+pub fn avro_schema_ids(tenant_index: usize, table: Table) -> (u32, u32) {
+    let key = 1 + 2 * (tenant_index * Table::ALL.len() + table.index()) as u32;
+    (key, key + 1)
 }
 
 /// One tenant's place in the generated world.
@@ -390,6 +406,11 @@ pub async fn run(options: GenerateOptions) -> Result<GenerateReport, GeneratorEr
         expected_dir,
     } = options;
     let mut generator = Generator::new(&config)?;
+    if config.schemas == SchemaMode::Avro && matches!(target, GenerateTarget::File(_)) {
+        return Err(GeneratorError::Config(
+            "avro output needs a Kafka target: the file sink writes JSON lines".into(),
+        ));
+    }
     let topics = generator.topics();
     let estimated = config.estimated_messages();
     let sink = match target {

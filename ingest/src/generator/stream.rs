@@ -27,7 +27,7 @@ use super::expected::ExpectedState;
 use super::model::{Cell, Flavor, PrimaryKey, Row, Table};
 use super::rng::SplitMix64;
 use super::rows::{self, MAX_LINES_PER_ORDER};
-use super::{CdcMessage, GeneratorConfig, GeneratorError, TenantSpec};
+use super::{CdcMessage, GeneratorConfig, GeneratorError, SchemaMode, TenantSpec, avro_schema_ids};
 
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 /// MySQL rotates to a new binlog file past this many bytes: `max_binlog_size` set low
@@ -71,7 +71,7 @@ impl Generator {
         let tenants = specs
             .iter()
             .map(|spec| TenantSim::new(spec, config, start_us))
-            .collect();
+            .collect::<Result<_, _>>()?;
         Ok(Self {
             tenants,
             active: (0..specs.len()).collect(),
@@ -105,6 +105,17 @@ impl Generator {
             .iter()
             .map(|t| t.pending.len() + t.restarts.window.iter().map(Vec::len).sum::<usize>())
             .sum()
+    }
+
+    /// `schemas = "avro"`: the (Schema Registry id, Avro schema text) of every key and value
+    /// schema the messages name, for a registry to serve; empty otherwise.
+    pub fn avro_schemas(&self) -> Vec<(u32, String)> {
+        self.tenants
+            .iter()
+            .flat_map(|tenant| tenant.codecs.iter())
+            .flat_map(|codec| codec.avro_schemas())
+            .map(|(id, text)| (id, text.to_string()))
+            .collect()
     }
 
     /// Every topic this generator writes to, sorted.
@@ -404,23 +415,37 @@ struct TenantSim {
 }
 
 impl TenantSim {
-    fn new(spec: &TenantSpec, config: &GeneratorConfig, start_us: i64) -> Self {
+    fn new(
+        spec: &TenantSpec,
+        config: &GeneratorConfig,
+        start_us: i64,
+    ) -> Result<Self, GeneratorError> {
         let mut rng = SplitMix64::derive(config.seed, &spec.name);
         let snapshot_counts = snapshot_counts(config);
         let totals = [config.customers, config.products, config.orders];
         let remaining_inserts =
             [0, 1, 2].map(|i| totals[i].saturating_sub(snapshot_counts[i] as u64));
         let log = SourceLog::new(spec.flavor, &mut rng);
-        let codecs = Table::ALL.map(|table| {
-            TableCodec::new(
+        let mut codecs = Vec::with_capacity(Table::ALL.len());
+        for table in Table::ALL {
+            let codec = TableCodec::new(
                 table,
                 spec.flavor,
                 &spec.server_name,
                 &config.database,
                 spec.schemas,
-            )
-        });
-        Self {
+            );
+            codecs.push(if config.schemas == SchemaMode::Avro {
+                let (key_id, value_id) = avro_schema_ids(spec.index, table);
+                codec.with_avro(key_id, value_id)?
+            } else {
+                codec
+            });
+        }
+        let codecs: [TableCodec; 4] = codecs
+            .try_into()
+            .expect("one codec per table of Table::ALL");
+        Ok(Self {
             index: spec.index,
             flavor: spec.flavor,
             rng,
@@ -448,7 +473,7 @@ impl TenantSim {
                 estimate(config).lower_bound_events,
             ),
             start_us,
-        }
+        })
     }
 
     /// Generates the next transaction (or snapshot record) into `pending`. Returns false

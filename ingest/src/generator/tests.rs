@@ -168,6 +168,143 @@ fn schema_embedded_and_schema_less_payloads_agree() {
 }
 
 #[test]
+fn avro_mode_decodes_to_the_same_events_as_json_with_schemas() {
+    let with = GeneratorConfig {
+        schemas: SchemaMode::With,
+        ..small()
+    };
+    let avro = GeneratorConfig {
+        schemas: SchemaMode::Avro,
+        ..small()
+    };
+    let (json_messages, json_generator) = generate(&with);
+    let (avro_messages, avro_generator) = generate(&avro);
+    assert!(json_generator.avro_schemas().is_empty());
+    let registered: HashMap<u32, std::sync::Arc<crate::avro::AvroSchema>> = avro_generator
+        .avro_schemas()
+        .into_iter()
+        .map(|(id, text)| {
+            let schema =
+                crate::avro::AvroSchema::parse(id, &text).expect("registered schema parses");
+            (id, std::sync::Arc::new(schema))
+        })
+        .collect();
+    // Two schemas (key, value) per tenant and table, ids 1..=n.
+    let tenants = avro.tenants.len();
+    assert_eq!(registered.len(), tenants * Table::ALL.len() * 2);
+    assert!((1..=registered.len() as u32).all(|id| registered.contains_key(&id)));
+    let lookup = |id: u32| {
+        registered
+            .get(&id)
+            .cloned()
+            .ok_or_else(|| crate::debezium::DecodeError {
+                kind: crate::debezium::DecodeErrorKind::UnknownSchemaId,
+                message: format!("{id}"),
+            })
+    };
+    assert_eq!(json_messages.len(), avro_messages.len());
+    for (j, a) in json_messages.iter().zip(&avro_messages) {
+        assert_eq!((&j.topic, j.table), (&a.topic, a.table));
+        let key = a.key.as_deref().expect("key");
+        let (key_id, _) = crate::avro::confluent_header(key).expect("avro key");
+        let (tenant, table) = (
+            avro.tenants.iter().position(|t| *t == a.tenant).unwrap(),
+            a.table,
+        );
+        assert_eq!(key_id, avro_schema_ids(tenant, table).0);
+        let from_json =
+            crate::debezium::decode(j.key.as_deref(), j.value.as_deref()).expect("json decodes");
+        let from_avro =
+            crate::avro::decode(Some(key), a.value.as_deref(), lookup).expect("avro decodes");
+        assert_eq!(from_json, from_avro, "{}", a.topic);
+    }
+}
+
+#[test]
+fn avro_schemas_follow_confluents_avro_data() {
+    let avro = GeneratorConfig {
+        schemas: SchemaMode::Avro,
+        tenants: vec!["acme".into()],
+        ..small()
+    };
+    let generator = Generator::new(&avro).unwrap();
+    let (_, value_id) = avro_schema_ids(0, Table::Orders);
+    let text = generator
+        .avro_schemas()
+        .into_iter()
+        .find(|(id, _)| *id == value_id)
+        .expect("orders value schema")
+        .1;
+    let schema: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (&schema["name"], &schema["namespace"]),
+        (&json!("Envelope"), &json!("cdc.acme.shop.orders"))
+    );
+    let field = |name: &str| {
+        schema["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    // `after` refers to the `Value` record `before` defined, relative to the namespace.
+    assert_eq!(field("after")["type"], json!(["null", "Value"]));
+    assert_eq!(field("after")["default"], Value::Null);
+    let value_record = &field("before")["type"][1];
+    assert_eq!(value_record["connect.name"], "cdc.acme.shop.orders.Value");
+    let column = |name: &str| {
+        value_record["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap()["type"]
+            .clone()
+    };
+    let total = column("total");
+    let total = if total.is_array() {
+        total[1].clone()
+    } else {
+        total
+    };
+    assert_eq!(total["logicalType"], "decimal");
+    assert_eq!(
+        total["connect.name"],
+        "org.apache.kafka.connect.data.Decimal"
+    );
+    assert_eq!(total["connect.parameters"]["scale"], "2");
+    // An optional field with a default puts the null branch second.
+    let snapshot = field("source")["type"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "snapshot")
+        .unwrap()
+        .clone();
+    assert_eq!(snapshot["type"][1], "null");
+    assert_eq!(snapshot["default"], "false");
+    assert_eq!(snapshot["type"][0]["connect.name"], "io.debezium.data.Enum");
+    // A file target cannot hold Avro.
+    let file = tempfile::tempdir().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let err = runtime
+        .block_on(run(GenerateOptions {
+            config: avro,
+            target: GenerateTarget::File(file.path().join("out.jsonl")),
+            expected_dir: None,
+        }))
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("avro output needs a Kafka target"),
+        "{err}"
+    );
+}
+
+#[test]
 fn mixed_mode_covers_both_flavours_with_schemas() {
     let specs = GeneratorConfig::default().tenant_specs();
     let layout: Vec<(Flavor, bool)> = specs.iter().map(|s| (s.flavor, s.schemas)).collect();

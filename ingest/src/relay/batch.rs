@@ -19,7 +19,6 @@ pub use firn_catalog::relay_ledger::OffsetRange;
 
 use crate::relay::state::GoldKey;
 
-
 /// Limits of the policy (from `[relay]`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchLimits {
@@ -210,8 +209,18 @@ mod tests {
         assert_eq!(
             closed.ranges,
             vec![
-                OffsetRange { topic: "a".into(), partition: 1, first: 3, last: 4 },
-                OffsetRange { topic: "b".into(), partition: 0, first: 7, last: 8 },
+                OffsetRange {
+                    topic: "a".into(),
+                    partition: 1,
+                    first: 3,
+                    last: 4
+                },
+                OffsetRange {
+                    topic: "b".into(),
+                    partition: 0,
+                    first: 7,
+                    last: 8
+                },
             ]
         );
         assert_eq!(closed.event_times, vec![5]);

@@ -105,7 +105,9 @@ pub enum RelayError {
 }
 
 impl RelayError {
-    pub(crate) fn kafka(operation: &'static str) -> impl FnOnce(rdkafka::error::KafkaError) -> Self {
+    pub(crate) fn kafka(
+        operation: &'static str,
+    ) -> impl FnOnce(rdkafka::error::KafkaError) -> Self {
         move |source| RelayError::Kafka { operation, source }
     }
 
@@ -230,8 +232,11 @@ pub async fn run(
             "no gold model has relay = true: nothing to relay".into(),
         ));
     }
-    let ledger =
-        RelayLedger::connect(&config.catalog_database()?, config.catalog.password.as_ref()).await?;
+    let ledger = RelayLedger::connect(
+        &config.catalog_database()?,
+        config.catalog.password.as_ref(),
+    )
+    .await?;
     let mut report = RelayReport::default();
     for table in &mut tables {
         let candidate = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
@@ -249,7 +254,9 @@ pub async fn run(
         }
         table.next_seq = saved.next_seq;
         table.resend = saved.pending.into();
-        report.tables.insert(table.model.name.clone(), TableReport::default());
+        report
+            .tables
+            .insert(table.model.name.clone(), TableReport::default());
     }
 
     let mut client_config = StreamLoadClientConfig::from_relay(&options.target);
@@ -340,14 +347,24 @@ pub async fn run(
                     .entry(table.model.name.clone())
                     .or_default()
                     .resent += 1;
-                start_load(&mut loads, &client, &cancel, index, table, entry, Vec::new());
+                start_load(
+                    &mut loads,
+                    &client,
+                    &cancel,
+                    index,
+                    table,
+                    entry,
+                    Vec::new(),
+                );
                 continue;
             }
             if table.open.is_empty() || !rebuilt(table, &next_offsets) {
                 continue;
             }
             let due = finishing
-                || table.open.is_due(&limits, table.bytes_per_row, Instant::now())
+                || table
+                    .open
+                    .is_due(&limits, table.bytes_per_row, Instant::now())
                 || (squeeze && largest == Some(index));
             if !due {
                 continue;
@@ -357,7 +374,15 @@ pub async fn run(
             match cut(table, &closed, &ledger).await? {
                 Cut::Load(entry) => {
                     table.open = OpenBatch::default();
-                    start_load(&mut loads, &client, &cancel, index, table, entry, closed.event_times);
+                    start_load(
+                        &mut loads,
+                        &client,
+                        &cancel,
+                        index,
+                        table,
+                        entry,
+                        closed.event_times,
+                    );
                 }
                 Cut::Empty => table.open = OpenBatch::default(),
                 Cut::NotReady if finishing => {
@@ -396,7 +421,10 @@ pub async fn run(
                 report.pauses += 1;
                 tracing::info!(buffered_bytes = used, "backpressure: consumer paused");
             } else {
-                tracing::info!(buffered_bytes = used, "backpressure released: consumer resumed");
+                tracing::info!(
+                    buffered_bytes = used,
+                    "backpressure released: consumer resumed"
+                );
             }
         }
 
@@ -430,7 +458,10 @@ pub async fn run(
         let now = Instant::now();
         for message in polled {
             report.records_consumed += 1;
-            next_offsets.insert((message.topic.clone(), message.partition), message.offset + 1);
+            next_offsets.insert(
+                (message.topic.clone(), message.partition),
+                message.offset + 1,
+            );
             let Some((source, template, _)) = routes.get(&message.topic) else {
                 continue;
             };
@@ -645,7 +676,14 @@ fn start_load(
     let mut cancel = cancel.clone();
     let name = table.model.name.clone();
     loads.spawn(async move {
-        let outcome = load_all(&client, &name, entry.label, Bytes::from(entry.body), &mut cancel).await;
+        let outcome = load_all(
+            &client,
+            &name,
+            entry.label,
+            Bytes::from(entry.body),
+            &mut cancel,
+        )
+        .await;
         (index, outcome)
     });
 }
@@ -731,8 +769,8 @@ async fn acknowledge(
         table: table.ledger_key.clone(),
         source,
     })?;
-    let dead_letters = (!loaded.dead_letters.is_empty())
-        .then(|| format!("[{}]", loaded.dead_letters.join(",")));
+    let dead_letters =
+        (!loaded.dead_letters.is_empty()).then(|| format!("[{}]", loaded.dead_letters.join(",")));
     ledger
         .ack(&table.ledger_key, flight.seq, dead_letters.as_deref())
         .await?;

@@ -129,7 +129,8 @@ fn input_batch(
     table: &str,
     keys: &BTreeSet<GoldKey>,
 ) -> Result<(RecordBatch, usize), RelayError> {
-    let mut fields = vec![NestedField::optional(1, TENANT, Type::Primitive(PrimitiveType::String)).into()];
+    let mut fields =
+        vec![NestedField::optional(1, TENANT, Type::Primitive(PrimitiveType::String)).into()];
     let mut id = 2;
     for column in state.columns(table) {
         fields.push(
@@ -211,10 +212,12 @@ fn rows_to_lines(
             .key
             .iter()
             .map(|name| {
-                schema
-                    .index_of(name)
-                    .map(|i| batch.column(i))
-                    .map_err(|_| RelayError::Shape(format!("key column `{name}` is not an output column of {}", model.name)))
+                schema.index_of(name).map(|i| batch.column(i)).map_err(|_| {
+                    RelayError::Shape(format!(
+                        "key column `{name}` is not an output column of {}",
+                        model.name
+                    ))
+                })
             })
             .collect::<Result<_, _>>()?;
         for row in 0..batch.num_rows() {
@@ -326,23 +329,39 @@ pub fn push_value(out: &mut String, array: &ArrayRef, row: usize) -> Result<(), 
         DataType::Date32 => {
             let days = array.as_primitive::<Date32Type>().value(row);
             let date = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)
-                .and_then(|epoch| epoch.checked_add_signed(chrono::TimeDelta::days(i64::from(days))))
+                .and_then(|epoch| {
+                    epoch.checked_add_signed(chrono::TimeDelta::days(i64::from(days)))
+                })
                 .ok_or_else(|| RelayError::Shape(format!("date {days} is out of range")))?;
             push_string(out, &date.format("%Y-%m-%d").to_string());
         }
         DataType::Timestamp(unit, _) => {
             let raw = match unit {
-                TimeUnit::Second => array.as_primitive::<TimestampSecondType>().value(row) * 1_000_000,
-                TimeUnit::Millisecond => array.as_primitive::<TimestampMillisecondType>().value(row) * 1000,
-                TimeUnit::Microsecond => array.as_primitive::<TimestampMicrosecondType>().value(row),
-                TimeUnit::Nanosecond => array.as_primitive::<TimestampNanosecondType>().value(row) / 1000,
+                TimeUnit::Second => {
+                    array.as_primitive::<TimestampSecondType>().value(row) * 1_000_000
+                }
+                TimeUnit::Millisecond => {
+                    array.as_primitive::<TimestampMillisecondType>().value(row) * 1000
+                }
+                TimeUnit::Microsecond => {
+                    array.as_primitive::<TimestampMicrosecondType>().value(row)
+                }
+                TimeUnit::Nanosecond => {
+                    array.as_primitive::<TimestampNanosecondType>().value(row) / 1000
+                }
             };
             push_string(out, &datetime_text(raw)?);
         }
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-            push_string(out, &array_value_to_string(array, row).map_err(shape_error)?);
+            push_string(
+                out,
+                &array_value_to_string(array, row).map_err(shape_error)?,
+            );
         }
-        _ => push_string(out, &array_value_to_string(array, row).map_err(shape_error)?),
+        _ => push_string(
+            out,
+            &array_value_to_string(array, row).map_err(shape_error)?,
+        ),
     }
     Ok(())
 }
@@ -361,7 +380,9 @@ pub fn datetime_text(micros: i64) -> Result<String, RelayError> {
 
 /// Every row of `batches` as JSON objects in the hot table's representation (what
 /// [`shape`] sends), for comparing a gold Iceberg table with the hot table.
-pub fn batches_to_json(batches: &[RecordBatch]) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, RelayError> {
+pub fn batches_to_json(
+    batches: &[RecordBatch],
+) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, RelayError> {
     let mut rows = Vec::new();
     let mut text = String::new();
     for batch in batches {
@@ -437,18 +458,32 @@ mod tests {
     }
 
     fn order(id: i64) -> Vec<Cell> {
-        let decimal = ColumnType::Decimal { precision: 12, scale: 2 };
+        let decimal = ColumnType::Decimal {
+            precision: 12,
+            scale: 2,
+        };
         vec![
             cell("id", ColumnType::Long, CellValue::Long(id)),
             cell("customer_id", ColumnType::Long, CellValue::Long(7)),
-            cell("status", ColumnType::String, CellValue::String("paid".into())),
-            cell("ordered_at", ColumnType::Timestamp, CellValue::Micros(1_700_000_000_000_000)),
+            cell(
+                "status",
+                ColumnType::String,
+                CellValue::String("paid".into()),
+            ),
+            cell(
+                "ordered_at",
+                ColumnType::Timestamp,
+                CellValue::Micros(1_700_000_000_000_000),
+            ),
             cell("total", decimal, CellValue::Decimal(1250)),
         ]
     }
 
     fn item(order: i64, line: i64) -> Vec<Cell> {
-        let decimal = ColumnType::Decimal { precision: 10, scale: 2 };
+        let decimal = ColumnType::Decimal {
+            precision: 10,
+            scale: 2,
+        };
         vec![
             cell("order_id", ColumnType::Long, CellValue::Long(order)),
             cell("line_no", ColumnType::Int, CellValue::Int(line as i32)),
@@ -515,7 +550,10 @@ mod tests {
     #[test]
     fn datetimes_are_written_as_starrocks_reads_them() {
         assert_eq!(datetime_text(0).unwrap(), "1970-01-01 00:00:00");
-        assert_eq!(datetime_text(1_500_000).unwrap(), "1970-01-01 00:00:01.500000");
+        assert_eq!(
+            datetime_text(1_500_000).unwrap(),
+            "1970-01-01 00:00:01.500000"
+        );
         assert_eq!(datetime_text(-1).unwrap(), "1969-12-31 23:59:59.999999");
     }
 }

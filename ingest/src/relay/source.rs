@@ -44,7 +44,9 @@ pub fn consumer(config: &PipelineConfig, brokers: &str) -> Result<BaseConsumer, 
         // Reading from the beginning is the only start the relay makes; a beginning that
         // retention removed is reported, not skipped.
         .set("auto.offset.reset", "error");
-    client.create().map_err(RelayError::kafka("create consumer"))
+    client
+        .create()
+        .map_err(RelayError::kafka("create consumer"))
 }
 
 /// The sources whose topics exist, by topic, for the given silver tables.

@@ -358,8 +358,10 @@ impl InputState {
                 column.typed = true;
                 continue;
             }
-            let (current, wanted): (PrimitiveType, PrimitiveType) =
-                (iceberg_type(column.column_type), iceberg_type(cell.column_type));
+            let (current, wanted): (PrimitiveType, PrimitiveType) = (
+                iceberg_type(column.column_type),
+                iceberg_type(cell.column_type),
+            );
             if is_widening(&current, &wanted) {
                 column.column_type = cell.column_type;
             } else if !is_widening(&wanted, &current) {
@@ -438,25 +440,43 @@ mod tests {
     fn latest_event_wins_and_deletes_remove() {
         let mut state = ModelState::new(vec![spec_orders(), spec_items()]);
         let a = state
-            .apply("orders", &change(Op::Create, "p1", 0, 10, vec![long("id", 1)]))
+            .apply(
+                "orders",
+                &change(Op::Create, "p1", 0, 10, vec![long("id", 1)]),
+            )
             .unwrap();
         assert_eq!(a, vec![key(1)]);
         // An older event (lower position) for the same key changes nothing.
         let older = change(Op::Update, "p0", 5, 5, vec![long("id", 1), long("x", 9)]);
-        assert_eq!(state.apply("orders", &older).unwrap(), Vec::<GoldKey>::new());
-        assert_eq!(state.rows_for("orders", &BTreeSet::from([key(1)]))[0].offset, 0);
+        assert_eq!(
+            state.apply("orders", &older).unwrap(),
+            Vec::<GoldKey>::new()
+        );
+        assert_eq!(
+            state.rows_for("orders", &BTreeSet::from([key(1)]))[0].offset,
+            0
+        );
         state
-            .apply("order_items", &change(Op::Create, "p2", 1, 20, item(1, 1, 3)))
+            .apply(
+                "order_items",
+                &change(Op::Create, "p2", 1, 20, item(1, 1, 3)),
+            )
             .unwrap();
         assert_eq!(state.live_rows(), 2);
         assert_eq!(state.version(&key(1)), Some(20));
         state
-            .apply("orders", &change(Op::Delete, "p3", 2, 30, vec![long("id", 1)]))
+            .apply(
+                "orders",
+                &change(Op::Delete, "p3", 2, 30, vec![long("id", 1)]),
+            )
             .unwrap();
         // The item still belongs to key 1, so the key lives on with a newer version.
         assert_eq!(state.version(&key(1)), Some(30));
         let gone = state
-            .apply("order_items", &change(Op::Delete, "p4", 3, 40, item(1, 1, 3)))
+            .apply(
+                "order_items",
+                &change(Op::Delete, "p4", 3, 40, item(1, 1, 3)),
+            )
             .unwrap();
         assert_eq!(gone, vec![key(1)]);
         assert_eq!(state.live_rows(), 0);
@@ -467,18 +487,30 @@ mod tests {
     fn the_relay_version_never_drops_while_a_key_lives() {
         let mut state = ModelState::new(vec![spec_orders(), spec_items()]);
         state
-            .apply("orders", &change(Op::Create, "p1", 0, 10, vec![long("id", 1)]))
+            .apply(
+                "orders",
+                &change(Op::Create, "p1", 0, 10, vec![long("id", 1)]),
+            )
             .unwrap();
         state
-            .apply("order_items", &change(Op::Create, "p2", 1, 50, item(1, 1, 3)))
+            .apply(
+                "order_items",
+                &change(Op::Create, "p2", 1, 50, item(1, 1, 3)),
+            )
             .unwrap();
         state
-            .apply("order_items", &change(Op::Create, "p3", 2, 20, item(1, 2, 3)))
+            .apply(
+                "order_items",
+                &change(Op::Create, "p3", 2, 20, item(1, 2, 3)),
+            )
             .unwrap();
         assert_eq!(state.version(&key(1)), Some(50));
         // Deleting the newest item: gold's source_version would fall back to 20.
         state
-            .apply("order_items", &change(Op::Delete, "p4", 3, 60, item(1, 1, 3)))
+            .apply(
+                "order_items",
+                &change(Op::Delete, "p4", 3, 60, item(1, 1, 3)),
+            )
             .unwrap();
         assert_eq!(state.version(&key(1)), Some(60));
     }
@@ -509,14 +541,22 @@ mod tests {
     fn rows_are_indexed_by_their_gold_key() {
         let mut state = ModelState::new(vec![spec_items()]);
         state
-            .apply("order_items", &change(Op::Create, "p1", 0, 1, item(1, 1, 1)))
+            .apply(
+                "order_items",
+                &change(Op::Create, "p1", 0, 1, item(1, 1, 1)),
+            )
             .unwrap();
         let line = change(Op::Update, "p2", 1, 2, item(1, 1, 2));
         assert_eq!(state.apply("order_items", &line).unwrap(), vec![key(1)]);
         // Keys are (tenant, order_id, line_no) for items, so a different order is a new row.
         let other = change(Op::Create, "p3", 2, 3, item(2, 1, 1));
         assert_eq!(state.apply("order_items", &other).unwrap(), vec![key(2)]);
-        assert_eq!(state.rows_for("order_items", &BTreeSet::from([key(1), key(2)])).len(), 2);
+        assert_eq!(
+            state
+                .rows_for("order_items", &BTreeSet::from([key(1), key(2)]))
+                .len(),
+            2
+        );
     }
 
     #[test]
@@ -543,7 +583,10 @@ mod tests {
             value: CellValue::Decimal(1234),
         };
         state
-            .apply("orders", &change(Op::Update, "p2", 1, 2, vec![long("id", 1), typed]))
+            .apply(
+                "orders",
+                &change(Op::Update, "p2", 1, 2, vec![long("id", 1), typed]),
+            )
             .unwrap();
         assert_eq!(state.columns("orders")[1].column_type, decimal);
         let wrong = Cell {
@@ -553,7 +596,10 @@ mod tests {
             value: CellValue::Boolean(true),
         };
         let err = state
-            .apply("orders", &change(Op::Update, "p3", 2, 3, vec![long("id", 1), wrong]))
+            .apply(
+                "orders",
+                &change(Op::Update, "p3", 2, 3, vec![long("id", 1), wrong]),
+            )
             .unwrap_err();
         assert!(err.contains("total"), "{err}");
     }

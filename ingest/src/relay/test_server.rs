@@ -127,7 +127,10 @@ pub async fn demo_relay(
         return Ok(None);
     };
     let server = ServerProcess::spawn(&path).await?;
-    progress(&format!("Stream Load test server (StarRocks stand-in) at {}", server.fe_url));
+    progress(&format!(
+        "Stream Load test server (StarRocks stand-in) at {}",
+        server.fe_url
+    ));
     let http = reqwest::Client::new();
     http.post(format!("{}/__fake/tables", server.fe_url))
         .json(&order_facts_schema())
@@ -160,7 +163,10 @@ pub async fn demo_relay(
         report.records_consumed
     ));
     let hot: Vec<Map<String, Value>> = http
-        .get(format!("{}/__fake/tables/{DEMO_DATABASE}/order_facts/rows", server.fe_url))
+        .get(format!(
+            "{}/__fake/tables/{DEMO_DATABASE}/order_facts/rows",
+            server.fe_url
+        ))
         .send()
         .await
         .and_then(reqwest::Response::error_for_status)
@@ -168,7 +174,8 @@ pub async fn demo_relay(
         .json()
         .await
         .map_err(http_error)?;
-    let gold = crate::relay::iceberg_rows(catalog, &TableName::new(Tier::Gold, "order_facts")?).await?;
+    let gold =
+        crate::relay::iceberg_rows(catalog, &TableName::new(Tier::Gold, "order_facts")?).await?;
     Ok(Some(HotDemo {
         fe_url: server.fe_url.clone(),
         table: format!("{DEMO_DATABASE}.order_facts"),
@@ -184,8 +191,13 @@ type Key = (String, i64);
 
 fn key(row: &Map<String, Value>) -> Key {
     (
-        row.get("tenant").and_then(Value::as_str).unwrap_or_default().to_string(),
-        row.get("order_id").and_then(Value::as_i64).unwrap_or_default(),
+        row.get("tenant")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        row.get("order_id")
+            .and_then(Value::as_i64)
+            .unwrap_or_default(),
     )
 }
 
