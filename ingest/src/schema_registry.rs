@@ -366,7 +366,7 @@ mod tests {
         let config = PipelineConfig::from_toml("", Vec::new(), std::path::Path::new("/tmp"))
             .expect("default config");
         let decoder = RecordDecoder::new(&config).unwrap();
-        let avro = crate::avro::confluent_bytes(7, &[0]);
+        let avro = avro::confluent_bytes(7, &[0]);
         let err = decoder
             .decode(Some(br#"{"id":1}"#), Some(&avro))
             .unwrap_err();

@@ -387,8 +387,8 @@ pub async fn run(
                 Cut::Empty => table.open = OpenBatch::default(),
                 Cut::NotReady if finishing => {
                     return Err(RelayError::Config(format!(
-                        "gold model `{}` reads an input that has no events: its columns \
-                         are unknown, so the model cannot run",
+                        "gold model `{}` cannot run: an input has no events yet, or columns \
+                         it computes on have only types inferred from schemaless JSON",
                         table.model.name
                     )));
                 }
@@ -609,9 +609,9 @@ async fn cut(
     } else {
         match shape::shape(&table.model, &table.state, &closed.keys, &label).await? {
             Ok(shaped) => shaped,
-            Err(shape::NotReady::UnseenInput(input)) => {
+            Err(reason) => {
                 if !table.warned_not_ready {
-                    tracing::warn!(model = %table.model.name, %input, "waiting for the first event of an input");
+                    tracing::warn!(model = %table.model.name, ?reason, "the model cannot run yet; waiting for more events");
                     table.warned_not_ready = true;
                 }
                 return Ok(Cut::NotReady);

@@ -65,6 +65,9 @@ impl Shaped {
 pub enum NotReady {
     /// No event of this input has been seen, so its columns are unknown.
     UnseenInput(String),
+    /// The model does not plan while these columns (`table.column`) have only types
+    /// inferred from schemaless JSON (a decimal arrives as text); a typed event decides.
+    InferredTypes(Vec<String>),
 }
 
 /// Shapes the hot rows of `keys` from the current state.
@@ -106,13 +109,27 @@ pub async fn shape(
         )
         .map_err(shape_error)?;
     }
-    let batches = ctx
-        .sql(&model.sql)
-        .await
-        .map_err(shape_error)?
-        .collect()
-        .await
-        .map_err(shape_error)?;
+    let plan = match ctx.sql(&model.sql).await {
+        Ok(plan) => plan,
+        Err(err) => {
+            let inferred: Vec<String> = model
+                .inputs
+                .iter()
+                .flat_map(|input| {
+                    state
+                        .columns(&input.table)
+                        .iter()
+                        .filter(|c| !c.typed)
+                        .map(move |c| format!("{}.{}", input.table, c.name))
+                })
+                .collect();
+            if inferred.is_empty() {
+                return Err(shape_error(err));
+            }
+            return Ok(Err(NotReady::InferredTypes(inferred)));
+        }
+    };
+    let batches = plan.collect().await.map_err(shape_error)?;
     let mut shaped = rows_to_lines(model, state, keys, label, &batches)?;
     shaped.refused_rows = refused_rows;
     Ok(Ok(shaped))
@@ -545,6 +562,34 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(outcome, Err(NotReady::UnseenInput("order_items".into())));
+    }
+
+    #[tokio::test]
+    async fn a_decimal_seen_only_as_schemaless_text_waits_for_a_typed_event() {
+        let model = model();
+        let mut state = ModelState::new(model.inputs.clone());
+        apply(&mut state, "orders", Op::Create, 1, order(1));
+        let mut line = item(1, 1);
+        line[3] = Cell {
+            name: "unit_price".into(),
+            column_type: ColumnType::String,
+            typed: false,
+            value: CellValue::String("AUU=".into()),
+        };
+        apply(&mut state, "order_items", Op::Create, 2, line);
+        let keys = BTreeSet::from([key(1)]);
+        let outcome = shape(&model, &state, &keys, "l").await.unwrap();
+        assert_eq!(
+            outcome,
+            Err(NotReady::InferredTypes(vec![
+                "order_items.unit_price".into()
+            ]))
+        );
+        // A typed event of the column decides its type; the schemaless value is coerced.
+        apply(&mut state, "order_items", Op::Create, 3, item(1, 2));
+        let shaped = shape(&model, &state, &keys, "l").await.unwrap().unwrap();
+        let rows = lines(&shaped);
+        assert_eq!(rows[0]["items_total"], "13.00", "{rows:?}");
     }
 
     #[test]
