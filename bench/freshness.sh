@@ -52,7 +52,8 @@ log "producing $RATE messages/s for ${SECONDS_}s"
 "$PY" "$repo_root/bench/steady_producer.py" --brokers "$BROKERS" --events "$OUT/events.jsonl" \
     --rate "$RATE" --seconds "$SECONDS_" | tee "$OUT/producer.json" >&2
 sleep 5
-kill -TERM "$FIRN_PID"
+# SIGTERM to firn itself (the child of /usr/bin/time), which commits what it read and exits.
+kill -TERM "$(pgrep -P "$FIRN_PID")"
 wait "$FIRN_PID" || true
 FIRN_PID=""
 log "firn: $(awk -F': ' '/User time/ {u=$2} /System time/ {s=$2} /Maximum resident/ {r=$2} END {printf "cpu %.1fs, peak RSS %d MiB", u+s, r/1024}' "$OUT/firn.time")"

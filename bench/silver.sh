@@ -112,7 +112,7 @@ change() {
     FIRN_CATALOG__URI="sqlite:$OUT/warehouse/catalog-$name-incremental.db" \
         tmon "incremental-$name" "$FIRN" --config firn.toml --json transform silver events
     C_IW[$name]=$WALL C_IC[$name]=$CPU C_IR[$name]=$RSS C_IROWS[$name]="$(field "$OUT/incremental-$name.out" rows)"
-    C_MODE[$name]="$("$PY" -c 'import json,sys; r=json.load(open(sys.argv[1]))[0]; print(f"{r[\"mode\"]}, {len(r[\"tenants\"] or [])} tenants recomputed")' "$OUT/incremental-$name.out")"
+    C_MODE[$name]="$("$PY" -c 'import json,sys; r=json.load(open(sys.argv[1]))[0]; print("%s, %d tenants recomputed" % (r["mode"], len(r["tenants"] or [])))' "$OUT/incremental-$name.out")"
 }
 change spread 0
 change one-tenant 1

@@ -79,6 +79,9 @@ pub struct LedgerState {
     pub next_seq: i64,
 }
 
+/// (seq, label, ranges JSON, rows, body) of a pending ledger row.
+type PendingRow = (i64, String, String, i64, Option<Vec<u8>>);
+
 #[derive(Debug, Clone)]
 enum Pool {
     Sqlite(SqlitePool),
@@ -205,12 +208,11 @@ impl RelayLedger {
             "SELECT topic, kafka_partition, next_offset FROM firn_relay_positions WHERE hot_table = $1")
             .bind(hot_table).fetch_all(pool).await)
             .map_err(CatalogError::db("read relay positions"))?;
-        let pending: Vec<(i64, String, String, i64, Option<Vec<u8>>)> =
-            on_pool!(self, pool => sqlx::query_as(
+        let pending: Vec<PendingRow> = on_pool!(self, pool => sqlx::query_as(
             "SELECT seq, label, ranges, row_count, body FROM firn_relay_ledger
              WHERE hot_table = $1 AND state = 'pending' ORDER BY seq")
             .bind(hot_table).fetch_all(pool).await)
-            .map_err(CatalogError::db("read pending relay batches"))?;
+        .map_err(CatalogError::db("read pending relay batches"))?;
         let (max_seq,): (Option<i64>,) = on_pool!(self, pool => sqlx::query_as(
             "SELECT MAX(seq) FROM firn_relay_ledger WHERE hot_table = $1")
             .bind(hot_table).fetch_one(pool).await)

@@ -350,8 +350,8 @@ fn assign_static<R: Send + 'static>(
 }
 
 impl<R: Send + 'static> KafkaSource<R> {
-    /// Polls up to `max` records, or until `wait` passes without one, returning them with the
-    /// assignment changes in between.
+    /// Polls up to `max` records, until `wait` passes without one, or for at most `wait` × 2,
+    /// returning them with the assignment changes in between.
     pub async fn poll(
         &self,
         max: usize,
@@ -496,7 +496,10 @@ fn poll_blocking<R: Send + 'static>(
     let mut out: Vec<SourceEvent<R>> =
         std::mem::take(&mut *context.events.lock().expect("source events lock"));
     let mut records = 0;
-    while records < max {
+    // A batch also ends after `wait` × 2 in total, so the caller's commit clock is looked at
+    // often even when records never stop coming.
+    let deadline = std::time::Instant::now() + wait * 2;
+    while records < max && std::time::Instant::now() < deadline {
         let polled = consumer.poll(wait);
         // A rebalance callback runs inside poll, before the message it returns: its events
         // go first so the order is right.

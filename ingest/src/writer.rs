@@ -257,7 +257,10 @@ pub async fn run_service(
         }
         health.set_ready(!ingest.owned.is_empty());
         let stopping = stop.load(Ordering::SeqCst);
-        let caught_up = polled_nothing
+        // Only a batch run needs to know it reached the end: the check costs a ListOffsets
+        // round trip per partition, which a service would pay on every quiet poll.
+        let caught_up = options.stop_when_caught_up
+            && polled_nothing
             && !ingest.owned.is_empty()
             && source.caught_up(ingest.starts.clone()).await?;
         ingest.commit_due(caught_up || stopping).await?;

@@ -685,7 +685,10 @@ async fn two_writers_claiming_the_same_partitions_never_duplicate() {
         .flat_map(|r| r.tables.values())
         .map(|t| t.failed_commits)
         .sum();
-    assert!(refused > 0, "the race happened and re-validation refused the stale side");
+    assert!(
+        refused > 0,
+        "the race happened and re-validation refused the stale side"
+    );
     assert_eq!(
         bronze_rows_and_repeats(&lake, &TABLES).0,
         expected,

@@ -106,6 +106,13 @@ impl OpenBatch {
             || self.is_full(limits, bytes_per_row)
     }
 
+    /// How long the batch has been open.
+    pub fn age(&self, now: Instant) -> Duration {
+        self.opened_at.map_or(Duration::ZERO, |opened| {
+            now.saturating_duration_since(opened)
+        })
+    }
+
     /// Closes the batch and starts an empty one.
     pub fn take(&mut self) -> ClosedBatch {
         let taken = std::mem::take(self);

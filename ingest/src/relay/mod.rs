@@ -371,7 +371,11 @@ pub async fn run(
             }
             // Cloned: a batch the model cannot shape yet stays open.
             let closed = table.open.clone().take();
-            match cut(table, &closed, &ledger).await? {
+            // A source without schemas never sends a typed event: after a while, and when
+            // finishing, shape with the inferred types (what bronze then has as well).
+            let allow_inferred =
+                finishing || table.open.age(Instant::now()) >= inferred_wait(&limits);
+            match cut(table, &closed, &ledger, allow_inferred).await? {
                 Cut::Load(entry) => {
                     table.open = OpenBatch::default();
                     start_load(
@@ -441,6 +445,31 @@ pub async fn run(
                     &mut report,
                 )
                 .await?;
+            } else {
+                let stuck: Vec<String> = tables
+                    .iter()
+                    .filter(|t| !t.open.is_empty())
+                    .map(|t| {
+                        let behind: Vec<String> = t
+                            .recorded
+                            .iter()
+                            .filter(|(tp, recorded)| {
+                                next_offsets.get(*tp).is_none_or(|n| n < *recorded)
+                            })
+                            .map(|((topic, p), recorded)| {
+                                format!(
+                                    "{topic}/{p} read to {:?}, recorded {recorded}",
+                                    next_offsets.get(&(topic.clone(), *p))
+                                )
+                            })
+                            .collect();
+                        format!("{}: {}", t.model.name, behind.join("; "))
+                    })
+                    .collect();
+                return Err(RelayError::Task(format!(
+                    "nothing left to read or load, yet batches remain: {}",
+                    stuck.join(" | ")
+                )));
             }
             continue;
         }
@@ -556,6 +585,12 @@ pub async fn run(
     Ok(report)
 }
 
+/// How long a batch waits for typed events before columns typed only by inference are
+/// accepted (see [`shape::shape`]).
+fn inferred_wait(limits: &BatchLimits) -> Duration {
+    (limits.interval * 10).max(Duration::from_secs(10))
+}
+
 /// Runs a blocking Kafka call off the async workers.
 async fn blocking<T: Send + 'static>(
     work: impl FnOnce() -> Result<T, RelayError> + Send + 'static,
@@ -589,6 +624,7 @@ async fn cut(
     table: &mut HotTable,
     closed: &ClosedBatch,
     ledger: &RelayLedger,
+    allow_inferred: bool,
 ) -> Result<Cut, RelayError> {
     let label_ranges: Vec<crate::stream_load::OffsetRange> = closed
         .ranges
@@ -607,7 +643,15 @@ async fn cut(
     let shaped = if closed.keys.is_empty() {
         shape::Shaped::default()
     } else {
-        match shape::shape(&table.model, &table.state, &closed.keys, &label).await? {
+        match shape::shape(
+            &table.model,
+            &table.state,
+            &closed.keys,
+            &label,
+            allow_inferred,
+        )
+        .await?
+        {
             Ok(shaped) => shaped,
             Err(reason) => {
                 if !table.warned_not_ready {
@@ -619,9 +663,8 @@ async fn cut(
         }
     };
     let rows = shaped.rows() as u64;
-    if rows > 0 {
+    if let Some(per_row) = (shaped.body.len() as u64).checked_div(rows) {
         // Exponential average of the body size per row, for the size-based cut.
-        let per_row = shaped.body.len() as u64 / rows;
         table.bytes_per_row = (table.bytes_per_row * 3 + per_row) / 4;
     }
     let entry = LedgerEntry {

@@ -65,17 +65,22 @@ impl Shaped {
 pub enum NotReady {
     /// No event of this input has been seen, so its columns are unknown.
     UnseenInput(String),
-    /// The model does not plan while these columns (`table.column`) have only types
-    /// inferred from schemaless JSON (a decimal arrives as text); a typed event decides.
+    /// These columns (`table.column`) have only types inferred from schemaless JSON so
+    /// far (a decimal arrives as text); a typed event decides (see [`shape`]).
     InferredTypes(Vec<String>),
 }
 
-/// Shapes the hot rows of `keys` from the current state.
+/// Shapes the hot rows of `keys` from the current state. Unless `allow_inferred`, a state
+/// where some column's type was only inferred from schemaless JSON is not shaped: with
+/// sources that mix schemas and schemaless JSON, bronze types such a column from the typed
+/// events (a decimal, not its base64 text; a timestamp, not an integer), so the relay waits
+/// for one rather than compute with the wrong type.
 pub async fn shape(
     model: &RelayModel,
     state: &ModelState,
     keys: &BTreeSet<GoldKey>,
     label: &str,
+    allow_inferred: bool,
 ) -> Result<Result<Shaped, NotReady>, RelayError> {
     if let Some(unseen) = model
         .inputs
@@ -83,6 +88,20 @@ pub async fn shape(
         .find(|input| state.columns(&input.table).is_empty())
     {
         return Ok(Err(NotReady::UnseenInput(unseen.table.clone())));
+    }
+    let inferred: Vec<String> = model
+        .inputs
+        .iter()
+        .flat_map(|input| {
+            state
+                .columns(&input.table)
+                .iter()
+                .filter(|c| !c.typed)
+                .map(move |c| format!("{}.{}", input.table, c.name))
+        })
+        .collect();
+    if !allow_inferred && !inferred.is_empty() {
+        return Ok(Err(NotReady::InferredTypes(inferred)));
     }
     let ctx = SessionContext::new_with_config(SessionConfig::new().with_target_partitions(1));
     let default_catalog = ctx
@@ -109,26 +128,7 @@ pub async fn shape(
         )
         .map_err(shape_error)?;
     }
-    let plan = match ctx.sql(&model.sql).await {
-        Ok(plan) => plan,
-        Err(err) => {
-            let inferred: Vec<String> = model
-                .inputs
-                .iter()
-                .flat_map(|input| {
-                    state
-                        .columns(&input.table)
-                        .iter()
-                        .filter(|c| !c.typed)
-                        .map(move |c| format!("{}.{}", input.table, c.name))
-                })
-                .collect();
-            if inferred.is_empty() {
-                return Err(shape_error(err));
-            }
-            return Ok(Err(NotReady::InferredTypes(inferred)));
-        }
-    };
+    let plan = ctx.sql(&model.sql).await.map_err(shape_error)?;
     let batches = plan.collect().await.map_err(shape_error)?;
     let mut shaped = rows_to_lines(model, state, keys, label, &batches)?;
     shaped.refused_rows = refused_rows;
@@ -531,7 +531,10 @@ mod tests {
         apply(&mut state, "order_items", Op::Create, 4, item(1, 2));
         // Only key 1 and a key that has no rows are asked for.
         let keys = BTreeSet::from([key(1), key(3)]);
-        let shaped = shape(&model, &state, &keys, "lbl").await.unwrap().unwrap();
+        let shaped = shape(&model, &state, &keys, "lbl", false)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!((shaped.upserts, shaped.deletes), (1, 1));
         let rows = lines(&shaped);
         let upsert = &rows[0];
@@ -558,7 +561,7 @@ mod tests {
         let model = model();
         let mut state = ModelState::new(model.inputs.clone());
         apply(&mut state, "orders", Op::Create, 1, order(1));
-        let outcome = shape(&model, &state, &BTreeSet::from([key(1)]), "l")
+        let outcome = shape(&model, &state, &BTreeSet::from([key(1)]), "l", false)
             .await
             .unwrap();
         assert_eq!(outcome, Err(NotReady::UnseenInput("order_items".into())));
@@ -578,7 +581,7 @@ mod tests {
         };
         apply(&mut state, "order_items", Op::Create, 2, line);
         let keys = BTreeSet::from([key(1)]);
-        let outcome = shape(&model, &state, &keys, "l").await.unwrap();
+        let outcome = shape(&model, &state, &keys, "l", false).await.unwrap();
         assert_eq!(
             outcome,
             Err(NotReady::InferredTypes(vec![
@@ -587,7 +590,10 @@ mod tests {
         );
         // A typed event of the column decides its type; the schemaless value is coerced.
         apply(&mut state, "order_items", Op::Create, 3, item(1, 2));
-        let shaped = shape(&model, &state, &keys, "l").await.unwrap().unwrap();
+        let shaped = shape(&model, &state, &keys, "l", false)
+            .await
+            .unwrap()
+            .unwrap();
         let rows = lines(&shaped);
         assert_eq!(rows[0]["items_total"], "13.00", "{rows:?}");
     }

@@ -49,12 +49,15 @@ pub fn consumer(config: &PipelineConfig, brokers: &str) -> Result<BaseConsumer, 
         .map_err(RelayError::kafka("create consumer"))
 }
 
+/// Per topic: its source, the parsed topic template and the partition ids.
+pub type Routes = BTreeMap<String, (SourceConfig, TopicTemplate, Vec<i32>)>;
+
 /// The sources whose topics exist, by topic, for the given silver tables.
 pub fn routes(
     consumer: &BaseConsumer,
     config: &PipelineConfig,
     tables: &[String],
-) -> Result<BTreeMap<String, (SourceConfig, TopicTemplate, Vec<i32>)>, RelayError> {
+) -> Result<Routes, RelayError> {
     let metadata = consumer
         .fetch_metadata(None, Duration::from_secs(10))
         .map_err(RelayError::kafka("fetch metadata"))?;
