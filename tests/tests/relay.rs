@@ -68,11 +68,16 @@ fn copy_gold_sql(to: &Path) {
     }
 }
 
+/// Every tenant embeds schemas here: with a mixed stream the relay can meet a column whose
+/// schema type (e.g. a date) a schemaless value of another tenant does not cast to, and
+/// whether it does depends on arrival order (open bug, see the README's relay status). The
+/// demo still runs the relay on the mixed stream.
 fn generator() -> GeneratorConfig {
     GeneratorConfig {
         orders: 60,
         customers: 20,
         products: 10,
+        schemas: firn_ingest::generator::SchemaMode::With,
         ..GeneratorConfig::default()
     }
 }
