@@ -403,7 +403,16 @@ pub struct RelayConfig {
     /// BEs that advertise an address this process cannot reach.
     #[serde(default)]
     pub host_rewrite: BTreeMap<String, String>,
+    /// Sends of one load before the relay gives up and exits with an error (the label stays
+    /// valid for the next run). Unset: retry until StarRocks answers in service mode, and
+    /// [`ONCE_MAX_ATTEMPTS`] for a `--once` run, which must end.
+    #[serde(default)]
+    pub max_attempts: Option<u32>,
 }
+
+/// Load attempts of a `--once` relay run when `relay.max-attempts` is unset (about two
+/// minutes of backoff).
+pub const ONCE_MAX_ATTEMPTS: u32 = 12;
 
 fn default_relay_user() -> String {
     "root".to_string()
@@ -433,6 +442,7 @@ impl fmt::Debug for RelayConfig {
             .field("max_batch_bytes", &self.max_batch_bytes)
             .field("max_in_flight_bytes", &self.max_in_flight_bytes)
             .field("host_rewrite", &self.host_rewrite)
+            .field("max_attempts", &self.max_attempts)
             .finish()
     }
 }
@@ -814,6 +824,12 @@ impl PipelineConfig {
                 return Err(CatalogError::config(
                     "relay.max-in-flight-bytes",
                     "must be at least relay.max-batch-bytes (one batch must fit the budget)",
+                ));
+            }
+            if relay.max_attempts == Some(0) {
+                return Err(CatalogError::config(
+                    "relay.max-attempts",
+                    "must be at least 1 (leave it unset to retry until StarRocks answers)",
                 ));
             }
             for (from, to) in &relay.host_rewrite {

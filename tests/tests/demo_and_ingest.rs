@@ -27,6 +27,15 @@ fn reader_count(dir: &std::path::Path, table: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_lands_every_event_and_pyiceberg_reads_the_printed_counts() {
+    // The pipeline's logs are shown when this test fails or times out.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,datafusion=warn,iceberg=warn".into()),
+        )
+        .with_ansi(false)
+        .with_test_writer()
+        .try_init();
     let dir = tempfile::tempdir().unwrap();
     let options = DemoOptions {
         dir: dir.path().to_path_buf(),

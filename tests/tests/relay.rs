@@ -476,6 +476,45 @@ async fn the_running_txn_limit_pauses_the_consumer_instead_of_growing_memory() {
     assert_no_label_committed_twice(&server);
 }
 
+/// A batch run against a StarRocks that keeps refusing ends with an error after
+/// `max-attempts` sends instead of retrying forever; the next run loads the same labels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_run_gives_up_after_max_attempts_and_the_next_run_finishes() {
+    let setup = setup(&generator()).await;
+    let server = server().await;
+    server.set_limits(Limits {
+        max_running_txn_num_per_db: 0,
+        ..Limits::default()
+    });
+    let config = relay_config(
+        setup.lake.dir.path(),
+        &server,
+        "interval = \"100ms\"\nmax-attempts = 3",
+        None,
+    );
+    let options = relay_options(&setup, &config);
+    let err = tokio::time::timeout(
+        Duration::from_secs(60),
+        relay::run(&config, &options, &AtomicBool::new(false)),
+    )
+    .await
+    .expect("the run ends on its own")
+    .expect_err("StarRocks refused every load");
+    assert!(
+        err.to_string().contains("gave up after 3 attempts"),
+        "{err}"
+    );
+    assert!(
+        server.rows(DB, TABLE).unwrap_or_default().is_empty(),
+        "nothing was loaded"
+    );
+
+    server.set_limits(Limits::default());
+    relay_once(&config, &options).await;
+    assert_hot_equals_gold(&server, &setup);
+    assert_no_label_committed_twice(&server);
+}
+
 /// Every fault the test server injects, spread over one run (counted faults while loading,
 /// then an FE outage and a BE outage): the table still equals gold and no label is committed
 /// twice.

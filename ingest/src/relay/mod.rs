@@ -261,6 +261,9 @@ pub async fn run(
 
     let mut client_config = StreamLoadClientConfig::from_relay(&options.target);
     client_config.host_rewrite = options.target.host_rewrite.clone();
+    client_config.max_attempts = options.target.max_attempts.or(options
+        .stop_when_caught_up
+        .then_some(firn_catalog::config::ONCE_MAX_ATTEMPTS));
     let client = StreamLoadClient::new(client_config).map_err(|source| RelayError::StreamLoad {
         table: options.target.database.clone(),
         source,

@@ -94,6 +94,9 @@ impl ServerProcess {
         let mut lines = BufReader::new(stdout).lines();
         while let Some(line) = lines.next_line().await.map_err(io)? {
             if let Some(url) = line.strip_prefix("FE ") {
+                // Keep reading what the server prints: closing the pipe early would make
+                // its next write fail.
+                tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
                 return Ok(ServerProcess {
                     _child: child,
                     fe_url: url.trim().to_string(),

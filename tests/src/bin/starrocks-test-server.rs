@@ -6,6 +6,7 @@
 //! [--advertised-be-host HOST] [--follower-fe ADDR]` (addresses default to `127.0.0.1:0`;
 //! the follower FE is off unless given).
 
+use std::io::Write;
 use std::net::SocketAddr;
 
 use firn_tests::stream_load::{StreamLoadConfig, StreamLoadServer};
@@ -48,14 +49,20 @@ fn parse_args() -> Result<StreamLoadConfig, String> {
 async fn main() -> anyhow::Result<()> {
     let config = parse_args().map_err(anyhow::Error::msg)?;
     let server = StreamLoadServer::start(config).await?;
-    println!("FE {}", server.fe_url());
+    // One write, and a reader that went away is not the server's problem: it keeps serving.
+    let mut banner = format!("FE {}\n", server.fe_url());
     if let Some(follower) = server.follower_url() {
-        println!("follower FE {follower}");
+        banner.push_str(&format!("follower FE {follower}\n"));
     }
     for be in server.be_urls() {
-        println!("BE {be}");
+        banner.push_str(&format!("BE {be}\n"));
     }
-    println!("control {}/__fake/", server.fe_url());
+    banner.push_str(&format!("control {}/__fake/\n", server.fe_url()));
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout
+        .write_all(banner.as_bytes())
+        .and_then(|()| stdout.flush());
+    drop(stdout);
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
