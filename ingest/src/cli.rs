@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use firn_catalog::config::PipelineConfig;
+use firn_catalog::config::{AssignmentMode, PipelineConfig};
 use firn_catalog::history;
 use firn_catalog::{Catalog, CommitRequest, Operation, RollbackTarget, TableName};
 
@@ -409,7 +409,14 @@ async fn relay(config: &PipelineConfig, args: RelayArgs, json: bool) -> Result<(
     };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     spawn_stop_on_signal(stop.clone());
-    let report = crate::relay::run(config, &options, &stop).await?;
+    // A batch run and a statically assigned relay load at once; in consumer-group mode the
+    // relays of one configuration elect the one that loads.
+    let report = if args.once || config.kafka.assignment == AssignmentMode::Static {
+        options.metrics.active.set(1);
+        crate::relay::run(config, &options, &stop).await?
+    } else {
+        crate::relay::leader::run_elected(config, &options, &stop).await?
+    };
     if json {
         print_json(&report);
     } else {

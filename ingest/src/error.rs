@@ -71,34 +71,34 @@ impl IngestError {
 /// and unknown-topic errors do not.
 fn kafka_is_retryable(err: &rdkafka::error::KafkaError) -> bool {
     use rdkafka::types::RDKafkaErrorCode as Code;
-    match err.rdkafka_error_code() {
+    matches!(
+        err.rdkafka_error_code(),
         Some(
             Code::BrokerTransportFailure
-            | Code::AllBrokersDown
-            | Code::OperationTimedOut
-            | Code::RequestTimedOut
-            | Code::BrokerNotAvailable
-            | Code::LeaderNotAvailable
-            | Code::NotLeaderForPartition
-            | Code::NetworkException
-            | Code::CoordinatorNotAvailable
-            | Code::NotCoordinator
-            | Code::CoordinatorLoadInProgress
-            | Code::RebalanceInProgress
-            | Code::IllegalGeneration
-            | Code::UnknownMemberId
-            | Code::Resolve
-            | Code::QueueFull
-            | Code::NotEnoughReplicas
-            | Code::NotEnoughReplicasAfterAppend
-            | Code::KafkaStorageError
-            | Code::FencedLeaderEpoch
-            | Code::UnknownLeaderEpoch
-            | Code::OffsetNotAvailable
-            | Code::ThrottlingQuotaExceeded,
-        ) => true,
-        _ => false,
-    }
+                | Code::AllBrokersDown
+                | Code::OperationTimedOut
+                | Code::RequestTimedOut
+                | Code::BrokerNotAvailable
+                | Code::LeaderNotAvailable
+                | Code::NotLeaderForPartition
+                | Code::NetworkException
+                | Code::CoordinatorNotAvailable
+                | Code::NotCoordinator
+                | Code::CoordinatorLoadInProgress
+                | Code::RebalanceInProgress
+                | Code::IllegalGeneration
+                | Code::UnknownMemberId
+                | Code::Resolve
+                | Code::QueueFull
+                | Code::NotEnoughReplicas
+                | Code::NotEnoughReplicasAfterAppend
+                | Code::KafkaStorageError
+                | Code::FencedLeaderEpoch
+                | Code::UnknownLeaderEpoch
+                | Code::OffsetNotAvailable
+                | Code::ThrottlingQuotaExceeded,
+        )
+    )
 }
 
 #[cfg(test)]

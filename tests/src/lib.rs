@@ -26,6 +26,7 @@ use tempfile::TempDir;
 pub use firn_catalog;
 
 pub mod broker;
+pub mod relay_harness;
 pub mod schema_registry;
 pub mod stream_load;
 

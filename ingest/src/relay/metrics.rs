@@ -5,7 +5,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 /// The hot table a value belongs to.
@@ -22,9 +22,17 @@ impl TableLabel {
     }
 }
 
+/// Upper bounds (s) of the event-to-visible buckets: 50 ms steps up to 3 s, where a
+/// 1-second interval puts its percentiles (a p99 target of 1.5 s needs that resolution),
+/// then coarser up to 10 minutes for a relay that fell behind.
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    (1..=60).map(|step| f64::from(step) * 0.05).chain([
+        4.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0, 600.0,
+    ])
+}
+
 fn latency_histogram() -> Histogram {
-    // 10 ms .. ~160 s.
-    Histogram::new(exponential_buckets(0.01, 2.0, 15))
+    Histogram::new(latency_buckets())
 }
 
 /// Every metric the relay reports, per hot table. Cloning shares the values.
@@ -39,6 +47,8 @@ pub struct RelayMetrics {
     pub event_to_visible: Family<TableLabel, Histogram, fn() -> Histogram>,
     pub lag: Family<TableLabel, Gauge>,
     pub paused: Gauge,
+    /// 1 while this process is the active relay (consumer-group mode elects one).
+    pub active: Gauge,
 }
 
 impl RelayMetrics {
@@ -54,6 +64,7 @@ impl RelayMetrics {
             event_to_visible: Family::new_with_constructor(latency_histogram),
             lag: Family::default(),
             paused: Gauge::default(),
+            active: Gauge::default(),
         };
         let registry = registry.sub_registry_with_prefix("firn_relay");
         registry.register(
@@ -101,11 +112,32 @@ impl RelayMetrics {
             "1 while the consumer is paused by backpressure",
             metrics.paused.clone(),
         );
+        registry.register(
+            "active",
+            "1 while this process is the active relay, 0 while it stands by",
+            metrics.active.clone(),
+        );
         metrics
     }
 
     /// Metrics registered nowhere (library callers without an admin endpoint).
     pub fn unregistered() -> RelayMetrics {
         RelayMetrics::register(&mut Registry::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_buckets_step_by_50_ms_to_3_s_then_widen() {
+        let buckets: Vec<f64> = latency_buckets().collect();
+        assert!(buckets.windows(2).all(|w| w[0] < w[1]), "{buckets:?}");
+        assert!((buckets[0] - 0.05).abs() < 1e-9);
+        // 1.5 s, the p99 target, is a bucket bound.
+        assert!(buckets.iter().any(|b| (b - 1.5).abs() < 1e-9));
+        assert!((buckets[59] - 3.0).abs() < 1e-9);
+        assert_eq!(buckets.last(), Some(&600.0));
     }
 }

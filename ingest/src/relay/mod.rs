@@ -34,11 +34,15 @@
 //! gold again when the replay reaches the end.
 
 pub mod batch;
+pub mod dead_letters;
+pub mod leader;
 pub mod metrics;
 pub mod shape;
 pub mod source;
 pub mod state;
 pub mod test_server;
+#[cfg(test)]
+mod tests;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -173,6 +177,7 @@ pub struct RelayReport {
 /// A batch being loaded.
 struct InFlight {
     seq: i64,
+    label: String,
     bytes: u64,
     rows: u64,
     event_times: Vec<i64>,
@@ -196,6 +201,9 @@ struct HotTable {
     resend: VecDeque<LedgerEntry>,
     bytes_per_row: u64,
     warned_not_ready: bool,
+    /// The state's [`ModelState::typing`] when the model last failed on inferred types:
+    /// shaping is not tried again until the typing changes (or the run finishes).
+    failed_typing: Option<u64>,
 }
 
 impl HotTable {
@@ -216,7 +224,36 @@ impl HotTable {
 /// the rows refused after bisection.
 struct Loaded {
     acks: Vec<LoadAck>,
-    dead_letters: Vec<String>,
+    dead_letters: Vec<dead_letters::Refused>,
+}
+
+/// Where refused rows go: `bronze.firn_dead_letters`, through a catalog connected on the
+/// first refused row (a relay that never meets one needs no warehouse access).
+struct DeadLetterSink {
+    config: PipelineConfig,
+    catalog: Option<firn_catalog::Catalog>,
+}
+
+impl DeadLetterSink {
+    async fn commit(
+        &mut self,
+        hot_table: &str,
+        label: &str,
+        letters: &[dead_letters::RelayDeadLetter],
+    ) -> Result<bool, RelayError> {
+        let catalog = match &mut self.catalog {
+            Some(catalog) => catalog,
+            slot => slot.insert(firn_catalog::Catalog::connect(&self.config).await?),
+        };
+        dead_letters::commit(
+            catalog,
+            hot_table,
+            label,
+            letters,
+            self.config.commit.target_file_size,
+        )
+        .await
+    }
 }
 
 /// Runs the relay until caught up (with `stop_when_caught_up`) or until `stop` is set;
@@ -307,10 +344,15 @@ pub async fn run(
     let mut loads: JoinSet<(usize, Result<Loaded, StreamLoadError>)> = JoinSet::new();
     let mut next_offsets: HashMap<(String, i32), i64> = HashMap::new();
     let mut watermarks = Watermarks::default();
+    let mut sink = DeadLetterSink {
+        config: config.clone(),
+        catalog: None,
+    };
     let mut paused = false;
     let mut caught_up = false;
     let mut draining = false;
     let mut last_lag = Instant::now();
+    let mut lag_task: Option<tokio::task::JoinHandle<()>> = None;
     loop {
         // Acknowledgements.
         while let Some(joined) = loads.try_join_next() {
@@ -319,6 +361,7 @@ pub async fn run(
                 &mut tables[index],
                 outcome,
                 &ledger,
+                &mut sink,
                 &consumer,
                 &options.metrics,
                 &mut report,
@@ -364,6 +407,10 @@ pub async fn run(
             if table.open.is_empty() || !rebuilt(table, &next_offsets) {
                 continue;
             }
+            if !finishing && table.failed_typing == Some(table.state.typing()) {
+                // The model failed on these inferred types; wait for a typed event.
+                continue;
+            }
             let due = finishing
                 || table
                     .open
@@ -392,14 +439,17 @@ pub async fn run(
                     );
                 }
                 Cut::Empty => table.open = OpenBatch::default(),
-                Cut::NotReady if finishing => {
+                Cut::NotReady(reason) if finishing => {
                     return Err(RelayError::Config(format!(
-                        "gold model `{}` cannot run: an input has no events yet, or columns \
-                         it computes on have only types inferred from schemaless JSON",
+                        "gold model `{}` cannot run on what was read: {reason}",
                         table.model.name
                     )));
                 }
-                Cut::NotReady => {}
+                Cut::NotReady(reason) => {
+                    if let shape::NotReady::FailsWithInferredTypes { .. } = reason {
+                        table.failed_typing = Some(table.state.typing());
+                    }
+                }
             }
         }
         if finishing && tables.iter().all(|t| t.open.is_empty() && t.idle()) && loads.is_empty() {
@@ -443,6 +493,7 @@ pub async fn run(
                     &mut tables[index],
                     outcome,
                     &ledger,
+                    &mut sink,
                     &consumer,
                     &options.metrics,
                     &mut report,
@@ -537,7 +588,13 @@ pub async fn run(
             for table in tables.iter_mut().filter(|t| t.state.reads(&source.table)) {
                 let affected = match &change {
                     Some(change) => match table.state.apply(&source.table, change) {
-                        Ok(keys) => keys,
+                        Ok(mut keys) => {
+                            if table.state.take_retyped() {
+                                // Rows shaped with the inferred type are shaped again.
+                                keys.extend(table.state.live_keys());
+                            }
+                            keys
+                        }
                         Err(reason) => {
                             tracing::debug!(topic = %message.topic, offset = message.offset, %reason, "event skipped");
                             report.records_skipped += 1;
@@ -565,18 +622,30 @@ pub async fn run(
                 );
             }
         }
-        if last_lag.elapsed() >= Duration::from_secs(5) {
+        if last_lag.elapsed() >= Duration::from_secs(5)
+            && lag_task.as_ref().is_none_or(|t| t.is_finished())
+        {
             last_lag = Instant::now();
-            for table in &tables {
-                let consumer = consumer.clone();
-                let acked = table.acked.clone();
-                let lag = blocking(move || Ok(source::lag(&consumer, &acked))).await?;
-                options
-                    .metrics
-                    .lag
-                    .get_or_create(&TableLabel::new(&table.model.name))
-                    .set(lag);
-            }
+            // Off the loop: each watermark query waits behind the consumer's long-poll
+            // fetch (up to `fetch.wait.max.ms` per partition), which would hold up cutting
+            // and acknowledging batches for seconds.
+            let consumer = consumer.clone();
+            let gauges: Vec<_> = tables
+                .iter()
+                .map(|t| {
+                    let gauge = options
+                        .metrics
+                        .lag
+                        .get_or_create(&TableLabel::new(&t.model.name))
+                        .clone();
+                    (gauge, t.acked.clone())
+                })
+                .collect();
+            lag_task = Some(tokio::task::spawn_blocking(move || {
+                for (gauge, acked) in gauges {
+                    gauge.set(source::lag(&consumer, &acked));
+                }
+            }));
         }
     }
     if let Some(health) = &options.health {
@@ -618,8 +687,8 @@ enum Cut {
     Load(LedgerEntry),
     /// Nothing to load (only tombstones or ignored events); recorded as acknowledged.
     Empty,
-    /// An input has no events yet, so the model cannot be planned.
-    NotReady,
+    /// An input has no events yet, or the model cannot run on inferred types yet.
+    NotReady(shape::NotReady),
 }
 
 /// Shapes a closed batch and records it in the ledger.
@@ -658,10 +727,10 @@ async fn cut(
             Ok(shaped) => shaped,
             Err(reason) => {
                 if !table.warned_not_ready {
-                    tracing::warn!(model = %table.model.name, ?reason, "the model cannot run yet; waiting for more events");
+                    tracing::warn!(model = %table.model.name, %reason, "the model cannot run yet; waiting for more events");
                     table.warned_not_ready = true;
                 }
-                return Ok(Cut::NotReady);
+                return Ok(Cut::NotReady(reason));
             }
         }
     };
@@ -713,6 +782,7 @@ fn start_load(
 ) {
     table.in_flight = Some(InFlight {
         seq: entry.seq,
+        label: entry.label.clone(),
         bytes: entry.body.len() as u64,
         rows: entry.rows as u64,
         event_times,
@@ -769,14 +839,11 @@ async fn load_all(
                     .collect();
                 if lines.len() <= 1 {
                     tracing::warn!(%label, %err, "row refused by StarRocks; dead-lettered");
-                    loaded.dead_letters.push(
-                        serde_json::json!({
-                            "label": label,
-                            "row": String::from_utf8_lossy(&body).trim_end(),
-                            "error": err.to_string(),
-                        })
-                        .to_string(),
-                    );
+                    loaded.dead_letters.push(dead_letters::Refused {
+                        label,
+                        row: lines.first().map(|line| line.to_vec()).unwrap_or_default(),
+                        reason: err.to_string(),
+                    });
                     continue;
                 }
                 tracing::info!(%label, rows = lines.len(), %err, "bisecting a refused batch");
@@ -799,11 +866,13 @@ async fn load_all(
     Ok(loaded)
 }
 
-/// Records the outcome of a table's load in flight.
+/// Records the outcome of a table's load in flight: its refused rows in the dead-letter
+/// table first, then the acknowledgement in the ledger (see [`dead_letters`]).
 async fn acknowledge(
     table: &mut HotTable,
     outcome: Result<Loaded, StreamLoadError>,
     ledger: &RelayLedger,
+    sink: &mut DeadLetterSink,
     consumer: &BaseConsumer,
     metrics: &RelayMetrics,
     report: &mut RelayReport,
@@ -815,10 +884,35 @@ async fn acknowledge(
         table: table.ledger_key.clone(),
         source,
     })?;
-    let dead_letters =
-        (!loaded.dead_letters.is_empty()).then(|| format!("[{}]", loaded.dead_letters.join(",")));
+    let refused = if loaded.dead_letters.is_empty() {
+        None
+    } else {
+        let letters = dead_letters::letters(
+            &table.model,
+            &table.state,
+            &table.ledger_key,
+            &flight.ranges,
+            &loaded.dead_letters,
+        );
+        let written = sink
+            .commit(&table.ledger_key, &flight.label, &letters)
+            .await?;
+        tracing::info!(table = %table.ledger_key, label = %flight.label, rows = letters.len(), written, "refused rows in the dead-letter table");
+        let summary: Vec<serde_json::Value> = loaded
+            .dead_letters
+            .iter()
+            .map(|refused| {
+                serde_json::json!({
+                    "label": refused.label,
+                    "row": String::from_utf8_lossy(&refused.row),
+                    "error": refused.reason,
+                })
+            })
+            .collect();
+        Some(serde_json::Value::from(summary).to_string())
+    };
     ledger
-        .ack(&table.ledger_key, flight.seq, dead_letters.as_deref())
+        .ack(&table.ledger_key, flight.seq, refused.as_deref())
         .await?;
     for range in &flight.ranges {
         table
@@ -931,6 +1025,7 @@ async fn hot_tables(
             resend: VecDeque::new(),
             bytes_per_row: INITIAL_BYTES_PER_ROW,
             warned_not_ready: false,
+            failed_typing: None,
         });
     }
     Ok(tables)

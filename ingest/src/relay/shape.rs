@@ -68,13 +68,36 @@ pub enum NotReady {
     /// These columns (`table.column`) have only types inferred from schemaless JSON so
     /// far (a decimal arrives as text); a typed event decides (see [`shape`]).
     InferredTypes(Vec<String>),
+    /// Shaping was allowed with inferred types, and the model's SQL failed on them (e.g.
+    /// `CAST(ordered_at AS DATE)` of an epoch integer); a typed event may still fix it.
+    FailsWithInferredTypes { columns: Vec<String>, error: String },
+}
+
+impl std::fmt::Display for NotReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NotReady::UnseenInput(table) => write!(f, "input `{table}` has no events yet"),
+            NotReady::InferredTypes(columns) => write!(
+                f,
+                "columns {} have only types inferred from schemaless JSON",
+                columns.join(", ")
+            ),
+            NotReady::FailsWithInferredTypes { columns, error } => write!(
+                f,
+                "the model fails on the types inferred from schemaless JSON for {}: {error}",
+                columns.join(", ")
+            ),
+        }
+    }
 }
 
 /// Shapes the hot rows of `keys` from the current state. Unless `allow_inferred`, a state
 /// where some column's type was only inferred from schemaless JSON is not shaped: with
 /// sources that mix schemas and schemaless JSON, bronze types such a column from the typed
 /// events (a decimal, not its base64 text; a timestamp, not an integer), so the relay waits
-/// for one rather than compute with the wrong type.
+/// for one rather than compute with the wrong type. With `allow_inferred`, a model that
+/// fails on inferred types is not ready either (rather than an error): the failure depends
+/// on which events arrived first, and a typed event later decides the type.
 pub async fn shape(
     model: &RelayModel,
     state: &ModelState,
@@ -128,11 +151,26 @@ pub async fn shape(
         )
         .map_err(shape_error)?;
     }
-    let plan = ctx.sql(&model.sql).await.map_err(shape_error)?;
-    let batches = plan.collect().await.map_err(shape_error)?;
+    let batches = match run_sql(&ctx, &model.sql).await {
+        Ok(batches) => batches,
+        Err(error) if !inferred.is_empty() => {
+            return Ok(Err(NotReady::FailsWithInferredTypes {
+                columns: inferred,
+                error: error.to_string(),
+            }));
+        }
+        Err(error) => return Err(shape_error(error)),
+    };
     let mut shaped = rows_to_lines(model, state, keys, label, &batches)?;
     shaped.refused_rows = refused_rows;
     Ok(Ok(shaped))
+}
+
+async fn run_sql(
+    ctx: &SessionContext,
+    sql: &str,
+) -> Result<Vec<RecordBatch>, datafusion::error::DataFusionError> {
+    ctx.sql(sql).await?.collect().await
 }
 
 fn shape_error(err: impl std::fmt::Display) -> RelayError {
@@ -421,14 +459,15 @@ pub fn batches_to_json(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::debezium::{Cell, CellValue, ChangeEvent, ColumnType, Op};
     use crate::relay::state::Change;
 
     const SQL: &str = include_str!("../../../sql/gold/order_facts.sql");
 
-    fn model() -> RelayModel {
+    /// The demo's `order_facts` model over `order_items` and `orders`.
+    pub(crate) fn model() -> RelayModel {
         RelayModel {
             name: "order_facts".into(),
             sql: SQL.into(),

@@ -163,14 +163,35 @@ pub fn caught_up(
     assignment: &TopicPartitionList,
     next: &HashMap<(String, i32), i64>,
 ) -> Result<bool, RelayError> {
-    for element in assignment.elements() {
-        let (low, high) = consumer
-            .fetch_watermarks(element.topic(), element.partition(), Duration::from_secs(5))
-            .map_err(RelayError::kafka("fetch watermarks"))?;
-        let position = next
-            .get(&(element.topic().to_string(), element.partition()))
-            .copied()
-            .unwrap_or(low);
+    let partitions: Vec<(String, i32)> = assignment
+        .elements()
+        .iter()
+        .map(|element| (element.topic().to_string(), element.partition()))
+        .collect();
+    // One thread per partition: a watermark query waits behind the consumer's long-poll
+    // fetch (`fetch.wait.max.ms`), so asking one partition after the other costs that
+    // wait once per partition.
+    let watermarks: Vec<_> = std::thread::scope(|scope| {
+        let queries: Vec<_> = partitions
+            .iter()
+            .map(|(topic, partition)| {
+                scope.spawn(move || {
+                    consumer.fetch_watermarks(topic, *partition, Duration::from_secs(5))
+                })
+            })
+            .collect();
+        queries
+            .into_iter()
+            .map(|query| {
+                query
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+            })
+            .collect()
+    });
+    for (tp, watermarks) in partitions.iter().zip(watermarks) {
+        let (low, high) = watermarks.map_err(RelayError::kafka("fetch watermarks"))?;
+        let position = next.get(tp).copied().unwrap_or(low);
         if position < high {
             return Ok(false);
         }

@@ -11,7 +11,13 @@
 //!   event precedes the truncate.
 //! - **Column types** follow bronze: a type from an embedded schema beats an inferred one; a
 //!   typed value of a wider compatible type widens the column; anything else refuses the
-//!   event (bronze dead-letters it, so silver never sees it either).
+//!   event (bronze dead-letters it, so silver never sees it either). Values are stored as
+//!   decoded and coerced to the column's type when shaped, as bronze coerces them, so a
+//!   schemaless tenant's value works in a column another tenant's schema typed.
+//! - **Retyping**: when a schema's type replaces a different inferred type (an epoch
+//!   integer becomes a timestamp, base64 text a decimal), every live gold key is reported
+//!   once by [`ModelState::take_retyped`], so rows shaped with the inferred type are
+//!   shaped again.
 //!
 //! # The relay version
 //!
@@ -24,7 +30,11 @@
 //! Memory is proportional to the live rows of the input tables (each row's decoded cells,
 //! plus one index entry and one version per live gold key); deleted rows leave nothing.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+// hashbrown with foldhash (DataFusion's default map): every event hashes its row and gold
+// keys several times, and SipHash was a tenth of the relay's CPU.
+use datafusion::common::HashMap;
 
 use firn_catalog::commit::is_widening;
 use iceberg::spec::PrimitiveType;
@@ -129,6 +139,11 @@ struct InputState {
     by_gold: HashMap<GoldKey, BTreeSet<RowKey>>,
     /// Source columns in first-seen order.
     columns: Vec<InputColumn>,
+    /// Bumped whenever a column is added or its type changes.
+    typing: u64,
+    /// A schema's type replaced a different inferred type since the last
+    /// [`ModelState::take_retyped`].
+    retyped: bool,
 }
 
 /// The state of every input of one relayed model; see the module docs.
@@ -147,16 +162,18 @@ impl ModelState {
                     spec.table.clone(),
                     InputState {
                         spec,
-                        rows: HashMap::new(),
-                        by_gold: HashMap::new(),
+                        rows: HashMap::default(),
+                        by_gold: HashMap::default(),
                         columns: Vec::new(),
+                        typing: 0,
+                        retyped: false,
                     },
                 )
             })
             .collect();
         ModelState {
             inputs,
-            versions: HashMap::new(),
+            versions: HashMap::default(),
         }
     }
 
@@ -181,6 +198,28 @@ impl ModelState {
             .get(table)
             .map(|input| input.columns.as_slice())
             .unwrap_or_default()
+    }
+
+    /// A number that changes whenever any input's columns or column types change: a model
+    /// that could not run with the columns of one typing may run with the next.
+    pub fn typing(&self) -> u64 {
+        self.inputs.values().map(|input| input.typing).sum()
+    }
+
+    /// Whether a schema's type replaced a different inferred type since the last call; if
+    /// so, the rows of every live gold key (see [`ModelState::live_keys`]) may have been
+    /// shaped with the wrong type and must be shaped again.
+    pub fn take_retyped(&mut self) -> bool {
+        let mut retyped = false;
+        for input in self.inputs.values_mut() {
+            retyped |= std::mem::take(&mut input.retyped);
+        }
+        retyped
+    }
+
+    /// Every gold key that has rows, in key order.
+    pub fn live_keys(&self) -> BTreeSet<GoldKey> {
+        self.versions.keys().cloned().collect()
     }
 
     /// The current rows of `table` that belong to any of `keys`, in a stable order.
@@ -343,19 +382,24 @@ impl InputState {
                         column_type: cell.column_type,
                         typed: cell.typed,
                     });
+                    self.typing += 1;
                 }
                 continue;
             };
             if !cell.typed || column.column_type == cell.column_type {
-                if cell.typed {
+                if cell.typed && !column.typed {
                     column.typed = true;
+                    self.typing += 1;
                 }
                 continue;
             }
             if !column.typed {
-                // A schema's type beats one inferred from schemaless JSON.
+                // A schema's type beats one inferred from schemaless JSON; the values seen
+                // so far are coerced to it when shaped (as bronze does).
                 column.column_type = cell.column_type;
                 column.typed = true;
+                self.typing += 1;
+                self.retyped = true;
                 continue;
             }
             let (current, wanted): (PrimitiveType, PrimitiveType) = (
@@ -364,6 +408,7 @@ impl InputState {
             );
             if is_widening(&current, &wanted) {
                 column.column_type = cell.column_type;
+                self.typing += 1;
             } else if !is_widening(&wanted, &current) {
                 return Err(format!(
                     "column `{}` is {current} but the record has {wanted}",

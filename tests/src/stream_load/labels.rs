@@ -51,6 +51,9 @@ pub struct Txn {
     pub state: TxnState,
     pub created_at_ms: u64,
     pub finished_at_ms: Option<u64>,
+    /// When the txn became VISIBLE (server clock, ms): its rows are readable from then on.
+    #[serde(default)]
+    pub visible_at_ms: Option<u64>,
     pub body_hash: Option<String>,
     pub loaded_rows: u64,
     pub abort_reason: Option<String>,
@@ -141,6 +144,7 @@ impl LabelStore {
             state: TxnState::Prepare,
             created_at_ms: now_ms,
             finished_at_ms: None,
+            visible_at_ms: None,
             body_hash: None,
             loaded_rows: 0,
             abort_reason: None,
@@ -154,6 +158,9 @@ impl LabelStore {
             txn.state = state;
             if state.is_finished() || state == TxnState::Committed {
                 txn.finished_at_ms.get_or_insert(now_ms);
+            }
+            if state == TxnState::Visible {
+                txn.visible_at_ms.get_or_insert(now_ms);
             }
         }
     }
@@ -228,6 +235,18 @@ mod tests {
         );
         assert_eq!(TxnState::Visible.existing_job_status(), "FINISHED");
         assert_eq!(s.load_state("nope"), "UNKNOWN");
+    }
+
+    #[test]
+    fn visibility_is_stamped_once_after_the_commit() {
+        let mut s = LabelStore::default();
+        s.begin(1, "d", "t", "L", 10, 0).unwrap();
+        s.set_state(1, TxnState::Committed, 5);
+        assert_eq!(s.get(1).unwrap().visible_at_ms, None);
+        s.set_state(1, TxnState::Visible, 8);
+        s.set_state(1, TxnState::Visible, 9);
+        let txn = s.get(1).unwrap();
+        assert_eq!((txn.finished_at_ms, txn.visible_at_ms), (Some(5), Some(8)));
     }
 
     #[test]

@@ -14,7 +14,9 @@
 //!
 //! Control API (JSON, no auth, served on the FE and every BE under `/__fake/`):
 //! `POST reset`, `POST tables {db,table,columns:[{name,type,nullable}],key:[..]}`,
-//! `GET tables/{db}/{table}/rows`, `GET txns`, `GET attempts`, `GET requests` (the
+//! `GET tables/{db}/{table}/rows`, `GET txns` (each with its server-clock times, e.g.
+//! `visible_at_ms`), `GET clock` (`{now_ms, unix_ms}`: the server clock and the wall clock
+//! at one instant), `GET attempts`, `GET requests` (the
 //! request log: listener, method, path, label, headers without secrets, whether the body
 //! was read, status), `GET|POST|DELETE faults`
 //! (a [`FaultRule`]), `GET|POST limits` ([`Limits`]), `POST evict {db,label?}`,

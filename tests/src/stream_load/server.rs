@@ -663,6 +663,14 @@ async fn control(shared: Arc<Shared>, req: Request<Incoming>) -> Reply {
                 Some(rows) => ok_json(Value::Array(rows)),
                 None => not_found(),
             },
+            (&Method::GET, ["clock"]) => {
+                // The server clock (what txn times are in) next to the wall clock, so a
+                // reader can place `visible_at_ms` in real time.
+                let unix_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64);
+                ok_json(json!({"now_ms": now, "unix_ms": unix_ms}))
+            }
             (&Method::GET, ["txns"]) => {
                 ok_json(serde_json::to_value(state.txns()).unwrap_or_default())
             }

@@ -1,0 +1,169 @@
+//! `firn relay` in consumer-group mode, as processes on the mock cluster: two relays with one
+//! configuration elect one active relay and the other stands by; after the active one is
+//! killed (SIGKILL) in the middle of its loads, the standby takes over within the session
+//! timeout, resends what the ledger had pending, and the hot table ends equal to
+//! `gold.order_facts` with no label committed twice. SIGTERM then stops the survivor cleanly.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use firn_tests::relay_harness::{
+    assert_no_label_committed_twice, generator, hot_differences, relay_command, server, setup,
+    write_relay_config,
+};
+use firn_tests::stream_load::{StreamLoadServer, TxnState};
+
+const ACTIVE: &str = "active: loading the hot tables";
+const STANDING_BY: &str = "standing by until the election makes this relay active";
+
+struct RelayProcess {
+    child: Child,
+    log: PathBuf,
+}
+
+impl RelayProcess {
+    /// A relay in consumer-group mode with a 6 s session timeout.
+    fn spawn(config: &Path, brokers: &str, name: &str) -> RelayProcess {
+        let log = format!("{name}.log");
+        let child = relay_command(config, brokers, &log)
+            .env("FIRN_KAFKA__PROPERTIES__SESSION_TIMEOUT_MS", "6000")
+            .env("FIRN_KAFKA__PROPERTIES__HEARTBEAT_INTERVAL_MS", "1000")
+            .spawn()
+            .expect("start firn relay");
+        let log = config.parent().expect("config directory").join(log);
+        RelayProcess { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal}");
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `done` every 200 ms until it holds; panics with `what` and `context()` after
+/// `timeout`.
+async fn wait_until(
+    timeout: Duration,
+    what: &str,
+    mut done: impl FnMut() -> bool,
+    context: impl Fn() -> String,
+) {
+    let deadline = Instant::now() + timeout;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting until {what}\n{}",
+            context()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn committed_labels(server: &StreamLoadServer) -> usize {
+    server
+        .labels()
+        .iter()
+        .filter(|t| matches!(t.state, TxnState::Committed | TxnState::Visible))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standby_takes_over_when_the_active_relay_is_killed() {
+    let setup = setup(&generator()).await;
+    let server = server().await;
+    let dir = setup.lake.dir.path();
+    // Small batches, so the active relay is killed with most of its loads still to do.
+    let config = write_relay_config(dir, &server, "interval = \"200ms\"\nmax-batch-rows = 4");
+    let brokers = &setup.source.brokers;
+
+    let first = RelayProcess::spawn(&config, brokers, "first");
+    wait_until(
+        Duration::from_secs(60),
+        "the first relay is active",
+        || first.log().contains(ACTIVE),
+        || first.log(),
+    )
+    .await;
+    let second = RelayProcess::spawn(&config, brokers, "second");
+    wait_until(
+        Duration::from_secs(60),
+        "the second relay stands by",
+        || second.log().contains(STANDING_BY),
+        || second.log(),
+    )
+    .await;
+    wait_until(
+        Duration::from_secs(60),
+        "the first relay committed three loads",
+        || committed_labels(&server) >= 3,
+        || first.log(),
+    )
+    .await;
+    assert!(
+        !second.log().contains(ACTIVE),
+        "only one relay is active at a time:\n{}",
+        second.log()
+    );
+    assert!(
+        !hot_differences(&server, &setup).is_empty(),
+        "the first relay was killed before it finished"
+    );
+    first.signal("KILL");
+    let killed_at = committed_labels(&server);
+
+    wait_until(
+        Duration::from_secs(120),
+        "the hot table equals gold",
+        || hot_differences(&server, &setup).is_empty(),
+        || {
+            format!(
+                "{:#?}\n--- second relay ---\n{}",
+                hot_differences(&server, &setup),
+                second.log()
+            )
+        },
+    )
+    .await;
+    assert!(
+        second.log().contains(ACTIVE),
+        "the standby took over:\n{}",
+        second.log()
+    );
+    let committed = assert_no_label_committed_twice(&server);
+    assert!(
+        committed > killed_at,
+        "the standby loaded the rest ({committed} labels, {killed_at} at the kill)"
+    );
+
+    // SIGTERM: the active relay finishes its loads, leaves the group and exits 0.
+    let mut second = second;
+    second.signal("TERM");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = second.child.try_wait().expect("wait for the relay") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the relay did not exit after SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "{status}\n{}", second.log());
+    assert_no_label_committed_twice(&server);
+}
