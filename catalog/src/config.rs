@@ -408,6 +408,27 @@ pub struct RelayConfig {
     /// [`ONCE_MAX_ATTEMPTS`] for a `--once` run, which must end.
     #[serde(default)]
     pub max_attempts: Option<u32>,
+    /// The tenants this relay serves; empty: all. Relays with different lists are separate
+    /// shards, each with its own ledger and its own election group.
+    #[serde(default)]
+    pub tenants: Vec<String>,
+}
+
+impl RelayConfig {
+    /// The shard name (the sorted tenant list), `None` when the relay serves every tenant.
+    pub fn shard(&self) -> Option<String> {
+        if self.tenants.is_empty() {
+            return None;
+        }
+        let mut tenants = self.tenants.clone();
+        tenants.sort();
+        Some(tenants.join(","))
+    }
+
+    /// Whether this relay serves `tenant`.
+    pub fn serves(&self, tenant: &str) -> bool {
+        self.tenants.is_empty() || self.tenants.iter().any(|t| t == tenant)
+    }
 }
 
 /// Load attempts of a `--once` relay run when `relay.max-attempts` is unset (about two
@@ -443,6 +464,7 @@ impl fmt::Debug for RelayConfig {
             .field("max_in_flight_bytes", &self.max_in_flight_bytes)
             .field("host_rewrite", &self.host_rewrite)
             .field("max_attempts", &self.max_attempts)
+            .field("tenants", &self.tenants)
             .finish()
     }
 }
@@ -825,6 +847,16 @@ impl PipelineConfig {
                     "relay.max-in-flight-bytes",
                     "must be at least relay.max-batch-bytes (one batch must fit the budget)",
                 ));
+            }
+            for (i, tenant) in relay.tenants.iter().enumerate() {
+                names::validate_tenant(tenant)
+                    .map_err(|err| CatalogError::config("relay.tenants", err.to_string()))?;
+                if relay.tenants[..i].contains(tenant) {
+                    return Err(CatalogError::config(
+                        "relay.tenants",
+                        format!("tenant `{tenant}` is listed twice"),
+                    ));
+                }
             }
             if relay.max_attempts == Some(0) {
                 return Err(CatalogError::config(
@@ -1622,6 +1654,26 @@ mod tests {
         let defaults = parse(relay).unwrap().relay.unwrap();
         assert_eq!(defaults.max_in_flight_bytes, 256 << 20);
         assert!(defaults.host_rewrite.is_empty());
+        assert_eq!((defaults.shard(), defaults.max_attempts), (None, None));
+        assert!(defaults.serves("acme"));
+        for bad in [
+            "max-attempts = 0",
+            "tenants = ['acme', 'acme']",
+            "tenants = ['Bad Name']",
+        ] {
+            let key = key_of(parse(&format!("{relay}{bad}")).unwrap_err());
+            assert_eq!(
+                key,
+                format!("relay.{}", bad.split(' ').next().unwrap()),
+                "{bad}"
+            );
+        }
+        let shard = parse(&format!("{relay}tenants = ['globex', 'acme']"))
+            .unwrap()
+            .relay
+            .unwrap();
+        assert_eq!(shard.shard().as_deref(), Some("acme,globex"));
+        assert!(shard.serves("acme") && !shard.serves("initech"));
     }
 
     #[test]

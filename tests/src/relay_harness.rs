@@ -11,6 +11,7 @@ use firn_catalog::config::PipelineConfig;
 use firn_catalog::{Catalog, TableName, Tier};
 use firn_ingest::demo::DEMO_CONFIG;
 use firn_ingest::generator::GeneratorConfig;
+use firn_ingest::relay::{RelayMetrics, RelayOptions};
 use firn_ingest::writer::IngestOptions;
 use serde_json::{Map, Value, json};
 
@@ -136,6 +137,18 @@ pub fn relay_config(
         .unwrap_or_default();
     PipelineConfig::from_toml(&relay_config_text(server, relay_toml), env, dir)
         .expect("relay config")
+}
+
+/// Options of an in-process `--once` relay run over the setup's topics to `config`'s target.
+pub fn relay_options(setup: &Setup, config: &PipelineConfig) -> RelayOptions {
+    RelayOptions {
+        brokers: setup.source.brokers.clone(),
+        target: config.relay.clone().expect("a [relay] section"),
+        stop_when_caught_up: true,
+        model_sql: BTreeMap::new(),
+        metrics: RelayMetrics::unregistered(),
+        health: None,
+    }
 }
 
 /// Produces `generator`'s stream, runs ingest, silver and gold over it, and keeps gold.

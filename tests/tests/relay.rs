@@ -6,7 +6,6 @@
 //! Also the spec's acceptance tests 7, 9 and 10 (shared reference
 //! `starrocks-stream-load.md` §9.6).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Child;
 use std::sync::atomic::AtomicBool;
@@ -15,26 +14,15 @@ use std::time::Duration;
 use firn_catalog::config::PipelineConfig;
 use firn_catalog::relay_ledger::RelayLedger;
 use firn_catalog::{TableName, Tier};
-use firn_ingest::relay::{self, RelayMetrics, RelayOptions, RelayReport};
+use firn_ingest::relay::{self, RelayOptions, RelayReport};
 use firn_tests::relay_harness::{
-    DB, Setup, TABLE, assert_hot_equals_gold, assert_no_label_committed_twice, generator,
-    hot_schema, key, relay_command, relay_config, server, setup, write_relay_config,
+    DB, TABLE, assert_hot_equals_gold, assert_no_label_committed_twice, generator, hot_schema, key,
+    relay_command, relay_config, relay_options, server, setup, write_relay_config,
 };
 use firn_tests::stream_load::{
     Fault, FaultRule, Limits, StreamLoadConfig, StreamLoadServer, TxnState,
 };
 use serde_json::Value;
-
-fn relay_options(setup: &Setup, config: &PipelineConfig) -> RelayOptions {
-    RelayOptions {
-        brokers: setup.source.brokers.clone(),
-        target: config.relay.clone().unwrap(),
-        stop_when_caught_up: true,
-        model_sql: BTreeMap::new(),
-        metrics: RelayMetrics::unregistered(),
-        health: None,
-    }
-}
 
 async fn relay_once(config: &PipelineConfig, options: &RelayOptions) -> RelayReport {
     relay::run(config, options, &AtomicBool::new(false))

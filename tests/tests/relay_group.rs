@@ -1,16 +1,22 @@
-//! `firn relay` in consumer-group mode, as processes on the mock cluster: two relays with one
-//! configuration elect one active relay and the other stands by; after the active one is
-//! killed (SIGKILL) in the middle of its loads, the standby takes over within the session
-//! timeout, resends what the ledger had pending, and the hot table ends equal to
-//! `gold.order_facts` with no label committed twice. SIGTERM then stops the survivor cleanly.
+//! Several relays for one hot table. Consumer-group mode, as processes on the mock cluster:
+//! two relays with one configuration elect one active relay and the other stands by; after
+//! the active one is killed (SIGKILL) in the middle of its loads, the standby takes over
+//! within the session timeout, resends what the ledger had pending, and the hot table ends
+//! equal to `gold.order_facts` with no label committed twice. SIGTERM then stops the
+//! survivor cleanly. Tenant shards (`relay.tenants`): relays serving disjoint tenants load
+//! their own rows under their own ledgers, and together equal gold.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
+use firn_catalog::relay_ledger::RelayLedger;
+use firn_ingest::relay;
 use firn_tests::relay_harness::{
-    assert_no_label_committed_twice, generator, hot_differences, relay_command, server, setup,
-    write_relay_config,
+    DB, TABLE, assert_no_label_committed_twice, generator, hot_differences, relay_command,
+    relay_config, relay_options, server, setup, write_relay_config,
 };
 use firn_tests::stream_load::{StreamLoadServer, TxnState};
 
@@ -166,4 +172,62 @@ async fn the_standby_takes_over_when_the_active_relay_is_killed() {
     };
     assert!(status.success(), "{status}\n{}", second.log());
     assert_no_label_committed_twice(&server);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenant_shards_load_their_own_tenants_and_together_equal_gold() {
+    let setup = setup(&generator()).await;
+    let server = server().await;
+    let dir = setup.lake.dir.path();
+    let shards = [&["acme"][..], &["globex", "initech"][..]];
+    let mut ledger_keys = Vec::new();
+    let mut served = BTreeSet::new();
+    for tenants in shards {
+        let list: Vec<String> = tenants.iter().map(|t| format!("\"{t}\"")).collect();
+        let config = relay_config(
+            dir,
+            &server,
+            &format!("interval = \"100ms\"\ntenants = [{}]", list.join(", ")),
+            None,
+        );
+        let before = server.rows(DB, TABLE).unwrap_or_default().len();
+        relay::run(
+            &config,
+            &relay_options(&setup, &config),
+            &AtomicBool::new(false),
+        )
+        .await
+        .expect("shard relay run");
+        let rows = server.rows(DB, TABLE).unwrap_or_default();
+        let loaded: BTreeSet<String> = rows
+            .iter()
+            .filter_map(|row| row["tenant"].as_str().map(str::to_string))
+            .collect();
+        assert!(rows.len() > before, "the shard {tenants:?} loaded rows");
+        served.extend(tenants.iter().map(|t| t.to_string()));
+        assert_eq!(loaded, served, "only the shards' own tenants are loaded");
+        ledger_keys.push(format!("{DB}.{TABLE}[{}]", tenants.join(",")));
+    }
+    assert!(
+        hot_differences(&server, &setup).is_empty(),
+        "{:#?}",
+        hot_differences(&server, &setup)
+    );
+    assert_no_label_committed_twice(&server);
+    // Each shard has its own ledger: its batches cover only its tenants' topics.
+    let config = relay_config(dir, &server, "", None);
+    let ledger = RelayLedger::connect(&config.catalog_database().unwrap(), None)
+        .await
+        .unwrap();
+    for (key, tenants) in ledger_keys.iter().zip(shards) {
+        let labels = ledger.labels(key).await.unwrap();
+        assert!(!labels.is_empty(), "{key} has a ledger");
+        let state = ledger.load(key).await.unwrap();
+        for (topic, _) in state.positions.keys() {
+            assert!(
+                tenants.iter().any(|t| topic.contains(&format!(".{t}."))),
+                "{key} covers {topic}"
+            );
+        }
+    }
 }

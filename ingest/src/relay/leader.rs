@@ -63,9 +63,14 @@ impl Election {
         config: &PipelineConfig,
         brokers: &str,
         anchor: TopicPartition,
+        shard: Option<String>,
     ) -> Result<Self, RelayError> {
         let mut kafka = config.kafka.clone();
-        kafka.group_id = format!("{}{ELECTION_GROUP_SUFFIX}", config.kafka.group_id);
+        // Each tenant shard elects its own active relay.
+        kafka.group_id = match shard {
+            None => format!("{}{ELECTION_GROUP_SUFFIX}", config.kafka.group_id),
+            Some(shard) => format!("{}{ELECTION_GROUP_SUFFIX}[{shard}]", config.kafka.group_id),
+        };
         // Sticky: a standby that joins must not take the anchor from the active relay.
         kafka
             .properties
@@ -186,14 +191,17 @@ pub async fn run_elected(
     let routes = {
         let consumer = Arc::new(super::source::consumer(config, &options.brokers)?);
         let config = config.clone();
-        tokio::task::spawn_blocking(move || super::source::routes(&consumer, &config, &inputs))
-            .await
-            .map_err(|err| RelayError::Task(err.to_string()))??
+        let target = options.target.clone();
+        tokio::task::spawn_blocking(move || {
+            super::source::routes(&consumer, &config, &target, &inputs)
+        })
+        .await
+        .map_err(|err| RelayError::Task(err.to_string()))??
     };
     let anchor = anchor(routes.keys()).ok_or_else(|| {
         RelayError::Config("no topic of the relayed models' inputs exists yet".into())
     })?;
-    let mut election = Election::join(config, &options.brokers, anchor)?;
+    let mut election = Election::join(config, &options.brokers, anchor, options.target.shard())?;
     loop {
         options.metrics.active.set(0);
         if let Some(health) = &options.health {

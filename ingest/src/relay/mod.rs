@@ -187,7 +187,7 @@ struct InFlight {
 /// One relayed model and its StarRocks table.
 struct HotTable {
     model: RelayModel,
-    /// `database.table`: the ledger key.
+    /// `database.table` (`database.table[shard]` for a tenant shard): the ledger key.
     ledger_key: String,
     epoch: String,
     state: ModelState,
@@ -320,7 +320,8 @@ pub async fn run(
     let routes = {
         let consumer = consumer.clone();
         let config = config.clone();
-        blocking(move || source::routes(&consumer, &config, &inputs)).await?
+        let target = options.target.clone();
+        blocking(move || source::routes(&consumer, &config, &target, &inputs)).await?
     };
     let topics: BTreeMap<String, Vec<i32>> = routes
         .iter()
@@ -552,6 +553,8 @@ pub async fn run(
                 Ok(Decoded::Tombstone) => None,
                 Ok(Decoded::Change(event)) => {
                     match source::tenant(source, template, &message.topic, &event.row) {
+                        // Another shard's tenant (on a topic the shards share).
+                        Ok(tenant) if !options.target.serves(&tenant) => None,
                         Ok(tenant) => {
                             let key_op = key_op_hash(&event.key, event.op.code());
                             if watermarks.admit(
@@ -1014,7 +1017,10 @@ async fn hot_tables(
         };
         tables.push(HotTable {
             model: relay_model,
-            ledger_key: format!("{}.{}", options.target.database, model.name),
+            ledger_key: match options.target.shard() {
+                None => format!("{}.{}", options.target.database, model.name),
+                Some(shard) => format!("{}.{}[{shard}]", options.target.database, model.name),
+            },
             epoch: String::new(),
             state: ModelState::new(inputs),
             recorded: BTreeMap::new(),

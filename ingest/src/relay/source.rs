@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-use firn_catalog::config::{PipelineConfig, SourceConfig, TenantRule, TopicTemplate};
+use firn_catalog::config::{PipelineConfig, RelayConfig, SourceConfig, TenantRule, TopicTemplate};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
@@ -52,10 +52,12 @@ pub fn consumer(config: &PipelineConfig, brokers: &str) -> Result<BaseConsumer, 
 /// Per topic: its source, the parsed topic template and the partition ids.
 pub type Routes = BTreeMap<String, (SourceConfig, TopicTemplate, Vec<i32>)>;
 
-/// The sources whose topics exist, by topic, for the given silver tables.
+/// The sources whose topics exist, by topic, for the given silver tables, without the topics
+/// of tenants `target` does not serve.
 pub fn routes(
     consumer: &BaseConsumer,
     config: &PipelineConfig,
+    target: &RelayConfig,
     tables: &[String],
 ) -> Result<Routes, RelayError> {
     let metadata = consumer
@@ -70,6 +72,12 @@ pub fn routes(
             continue;
         }
         let template = TopicTemplate::parse(&source.topic).map_err(RelayError::Config)?;
+        if let (TenantRule::Topic, Some(tenant)) = (&source.tenant, template.matches(topic.name()))
+            && !target.serves(tenant)
+        {
+            // Another shard's topic.
+            continue;
+        }
         let partitions = topic.partitions().iter().map(|p| p.id()).collect();
         routes.insert(
             topic.name().to_string(),
