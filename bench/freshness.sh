@@ -52,6 +52,8 @@ log "producing $RATE messages/s for ${SECONDS_}s"
 "$PY" "$repo_root/bench/steady_producer.py" --brokers "$BROKERS" --events "$OUT/events.jsonl" \
     --rate "$RATE" --seconds "$SECONDS_" | tee "$OUT/producer.json" >&2
 sleep 5
+# The commit-duration histogram and counters, to tell commit time from waiting.
+curl -sf "http://127.0.0.1:$admin_port/metrics" >"$OUT/metrics.txt" || true
 # SIGTERM to firn itself (the child of /usr/bin/time), which commits what it read and exits.
 kill -TERM "$(pgrep -P "$FIRN_PID")"
 wait "$FIRN_PID" || true

@@ -146,10 +146,7 @@ where
     };
     let key = key.map(|bytes| decode_key(bytes, &schema));
     match confluent_header(value) {
-        None => {
-            let (connect, payload) = debezium::parse_value(value)?;
-            debezium::decode_envelope(key, connect.as_ref(), payload)
-        }
+        None => debezium::decode_json(key, value),
         Some((id, body)) => {
             let schema = schema(id)?;
             let payload = schema.read(body)?;

@@ -15,6 +15,7 @@
 //! milliseconds below 10^14, microseconds below 10^17 and nanoseconds above: epoch
 //! milliseconds reach 10^14 only in the year 5138, microseconds pass it in 1973.
 
+use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -69,13 +70,9 @@ pub fn iceberg_type(column_type: ColumnType) -> PrimitiveType {
     }
 }
 
-/// Schema changes needed so that every row fits, plus the rows (by index) that cannot fit
-/// whatever the schema does, with the reason.
-pub fn plan_schema_changes(
-    schema: &Schema,
-    rows: &[BronzeRow],
-) -> (Vec<SchemaChange>, Vec<(usize, String)>) {
-    let mut column_types: HashMap<String, PrimitiveType> = schema
+/// The primitive column types of a table schema, by name.
+pub fn column_types(schema: &Schema) -> HashMap<String, PrimitiveType> {
+    schema
         .as_struct()
         .fields()
         .iter()
@@ -83,13 +80,46 @@ pub fn plan_schema_changes(
             Type::Primitive(p) => Some((f.name.clone(), p.clone())),
             _ => None,
         })
-        .collect();
+        .collect()
+}
+
+/// Whether [`plan_schema_changes`] or [`build_batch`] might refuse a row with these cells,
+/// judged against `types` (the table's columns as last seen, plus the first type seen of
+/// every new column, which this records). False means the row fits unless the table
+/// changes in between, so its raw record need not be kept for a dead letter.
+pub fn may_be_refused(types: &mut HashMap<String, PrimitiveType>, cells: &[Cell]) -> bool {
+    let mut refusable = false;
+    for cell in cells {
+        if cell.name.starts_with(METADATA_PREFIX) {
+            return true;
+        }
+        if matches!(cell.value, CellValue::Null) {
+            continue;
+        }
+        let wanted = iceberg_type(cell.column_type);
+        match types.get(cell.name.as_str()) {
+            Some(known) => refusable |= *known != wanted,
+            None => {
+                types.insert(cell.name.clone(), wanted);
+            }
+        }
+    }
+    refusable
+}
+
+/// Schema changes needed so that every row fits, plus the rows (by index) that cannot fit
+/// whatever the schema does, with the reason.
+pub fn plan_schema_changes<R: Borrow<BronzeRow>>(
+    schema: &Schema,
+    rows: &[R],
+) -> (Vec<SchemaChange>, Vec<(usize, String)>) {
+    let mut column_types = column_types(schema);
     let mut changes = Vec::new();
     let mut rejected = Vec::new();
     // New columns: typed values decide first, inferred ones only if nothing typed exists.
     for pass_typed in [true, false] {
         for row in rows {
-            for cell in row.cells.iter().filter(|c| c.typed == pass_typed) {
+            for cell in row.borrow().cells.iter().filter(|c| c.typed == pass_typed) {
                 if cell.name.starts_with(METADATA_PREFIX) || column_types.contains_key(&cell.name) {
                     continue;
                 }
@@ -108,7 +138,7 @@ pub fn plan_schema_changes(
         }
     }
     for (index, row) in rows.iter().enumerate() {
-        for cell in &row.cells {
+        for cell in &row.borrow().cells {
             if cell.name.starts_with(METADATA_PREFIX) {
                 rejected.push((
                     index,
@@ -234,29 +264,217 @@ fn parse_decimal(text: &str, scale: u32) -> Option<i128> {
     Some(i128::from_be_bytes(buffer))
 }
 
+/// A value converted to a column's representation, borrowing text and bytes from the cell.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Fitted<'a> {
+    Null,
+    Boolean(bool),
+    Int(i32),
+    Long(i64),
+    Float(f32),
+    Double(f64),
+    Str(&'a str),
+    Bytes(&'a [u8]),
+    Date(i32),
+    Time(i64),
+    Micros(i64),
+    Decimal(i128),
+}
+
+/// [`coerce`] without copying text or bytes: `None` when the value does not fit.
+fn fit<'a>(value: &'a CellValue, target: &PrimitiveType) -> Option<Fitted<'a>> {
+    use CellValue as V;
+    Some(match (value, target) {
+        (V::String(s), PrimitiveType::String) => Fitted::Str(s),
+        (V::Binary(b), PrimitiveType::Binary) => Fitted::Bytes(b),
+        _ => match coerce(value, target)? {
+            V::Null => Fitted::Null,
+            V::Boolean(b) => Fitted::Boolean(b),
+            V::Int(i) => Fitted::Int(i),
+            V::Long(l) => Fitted::Long(l),
+            V::Float(f) => Fitted::Float(f),
+            V::Double(d) => Fitted::Double(d),
+            V::Date(d) => Fitted::Date(d),
+            V::Time(t) => Fitted::Time(t),
+            V::Micros(m) => Fitted::Micros(m),
+            V::Decimal(d) => Fitted::Decimal(d),
+            // Text and bytes only fit their own types, matched above.
+            V::String(_) | V::Binary(_) => return None,
+        },
+    })
+}
+
+/// Where a column's values come from.
+#[derive(Clone, Copy)]
+enum Slot {
+    Tenant,
+    Op,
+    SourceTs,
+    SourcePos,
+    Topic,
+    Partition,
+    Offset,
+    IngestedAt,
+    /// A source column: the cell fitted into this column.
+    Source,
+}
+
+fn slot(name: &str) -> Slot {
+    use bronze_columns::*;
+    match name {
+        TENANT => Slot::Tenant,
+        OP => Slot::Op,
+        SOURCE_TS => Slot::SourceTs,
+        SOURCE_POS => Slot::SourcePos,
+        TOPIC => Slot::Topic,
+        PARTITION => Slot::Partition,
+        OFFSET => Slot::Offset,
+        INGESTED_AT => Slot::IngestedAt,
+        _ => Slot::Source,
+    }
+}
+
+/// An Arrow builder for one column of the batch.
+enum ColumnBuilder {
+    Boolean(BooleanBuilder),
+    Int32(Int32Builder),
+    Int64(Int64Builder),
+    Float32(Float32Builder),
+    Float64(Float64Builder),
+    Utf8(StringBuilder),
+    Binary(BinaryBuilder),
+    LargeBinary(LargeBinaryBuilder),
+    Date32(Date32Builder),
+    Time64(Time64MicrosecondBuilder),
+    Timestamp(TimestampMicrosecondBuilder),
+    Decimal(Decimal128Builder),
+    /// A type bronze never writes: all nulls.
+    Other(DataType, usize),
+}
+
+impl ColumnBuilder {
+    fn new(data_type: &DataType, rows: usize) -> ColumnBuilder {
+        match data_type {
+            DataType::Boolean => ColumnBuilder::Boolean(BooleanBuilder::with_capacity(rows)),
+            DataType::Int32 => ColumnBuilder::Int32(Int32Builder::with_capacity(rows)),
+            DataType::Int64 => ColumnBuilder::Int64(Int64Builder::with_capacity(rows)),
+            DataType::Float32 => ColumnBuilder::Float32(Float32Builder::with_capacity(rows)),
+            DataType::Float64 => ColumnBuilder::Float64(Float64Builder::with_capacity(rows)),
+            DataType::Utf8 => ColumnBuilder::Utf8(StringBuilder::with_capacity(rows, rows * 8)),
+            DataType::Binary => ColumnBuilder::Binary(BinaryBuilder::with_capacity(rows, rows * 8)),
+            DataType::LargeBinary => {
+                ColumnBuilder::LargeBinary(LargeBinaryBuilder::with_capacity(rows, rows * 8))
+            }
+            DataType::Date32 => ColumnBuilder::Date32(Date32Builder::with_capacity(rows)),
+            // What `iceberg::arrow::schema_to_arrow_schema` gives Iceberg `time`.
+            DataType::Time64(TimeUnit::Microsecond) => {
+                ColumnBuilder::Time64(Time64MicrosecondBuilder::with_capacity(rows))
+            }
+            DataType::Timestamp(TimeUnit::Microsecond, zone) => ColumnBuilder::Timestamp(
+                TimestampMicrosecondBuilder::with_capacity(rows).with_timezone_opt(zone.clone()),
+            ),
+            DataType::Decimal128(precision, scale) => ColumnBuilder::Decimal(
+                Decimal128Builder::with_capacity(rows)
+                    .with_precision_and_scale(*precision, *scale)
+                    .expect("valid decimal type"),
+            ),
+            other => ColumnBuilder::Other(other.clone(), 0),
+        }
+    }
+
+    /// Appends a value; a value of another kind than the column's is a null.
+    fn append(&mut self, value: Fitted) {
+        use ColumnBuilder as B;
+        use Fitted as F;
+        match (self, value) {
+            (B::Boolean(b), F::Boolean(v)) => b.append_value(v),
+            (B::Int32(b), F::Int(v)) => b.append_value(v),
+            (B::Int64(b), F::Long(v)) => b.append_value(v),
+            (B::Float32(b), F::Float(v)) => b.append_value(v),
+            (B::Float64(b), F::Double(v)) => b.append_value(v),
+            (B::Utf8(b), F::Str(v)) => b.append_value(v),
+            (B::Binary(b), F::Bytes(v)) => b.append_value(v),
+            (B::LargeBinary(b), F::Bytes(v)) => b.append_value(v),
+            (B::Date32(b), F::Date(v)) => b.append_value(v),
+            (B::Time64(b), F::Time(v)) => b.append_value(v),
+            (B::Timestamp(b), F::Micros(v)) => b.append_value(v),
+            (B::Decimal(b), F::Decimal(v)) => b.append_value(v),
+            (B::Boolean(b), _) => b.append_null(),
+            (B::Int32(b), _) => b.append_null(),
+            (B::Int64(b), _) => b.append_null(),
+            (B::Float32(b), _) => b.append_null(),
+            (B::Float64(b), _) => b.append_null(),
+            (B::Utf8(b), _) => b.append_null(),
+            (B::Binary(b), _) => b.append_null(),
+            (B::LargeBinary(b), _) => b.append_null(),
+            (B::Date32(b), _) => b.append_null(),
+            (B::Time64(b), _) => b.append_null(),
+            (B::Timestamp(b), _) => b.append_null(),
+            (B::Decimal(b), _) => b.append_null(),
+            (B::Other(_, rows), _) => *rows += 1,
+        }
+    }
+
+    fn finish(self) -> ArrayRef {
+        match self {
+            ColumnBuilder::Boolean(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Int32(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Int64(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Float32(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Float64(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Utf8(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Binary(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::LargeBinary(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Date32(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Time64(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Timestamp(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Decimal(mut b) => Arc::new(b.finish()),
+            ColumnBuilder::Other(data_type, rows) => arrow_array::new_null_array(&data_type, rows),
+        }
+    }
+}
+
 /// Builds the record batch of `rows` in `schema` (the table's Arrow schema with field ids).
-/// Rows whose values cannot be coerced are left out and returned with the reason.
-pub fn build_batch(
+/// Rows whose values cannot be coerced are left out and returned (by index) with the
+/// reason. Values go straight from the cells into the column builders, one row at a time.
+pub fn build_batch<R: Borrow<BronzeRow>>(
     schema: &SchemaRef,
     iceberg: &Schema,
-    rows: &[BronzeRow],
+    rows: &[R],
 ) -> (RecordBatch, Vec<(usize, String)>) {
-    let types: HashMap<&str, PrimitiveType> = iceberg
+    let fields = schema.fields();
+    let position: HashMap<&str, usize> = fields
+        .iter()
+        .enumerate()
+        .map(|(i, f)| (f.name().as_str(), i))
+        .collect();
+    // Name → (column position, Iceberg type) for every column a cell may fill.
+    let columns: HashMap<&str, (usize, PrimitiveType)> = iceberg
         .as_struct()
         .fields()
         .iter()
         .filter_map(|f| match f.field_type.as_ref() {
-            Type::Primitive(p) => Some((f.name.as_str(), p.clone())),
+            Type::Primitive(p) => Some((
+                f.name.as_str(),
+                (*position.get(f.name.as_str())?, p.clone()),
+            )),
             _ => None,
         })
         .collect();
-    // Coerce every row first so that a bad row never leaves a half-written column.
-    let mut accepted: Vec<(&BronzeRow, HashMap<&str, CellValue>)> = Vec::with_capacity(rows.len());
+    let slots: Vec<Slot> = fields.iter().map(|f| slot(f.name())).collect();
+    let mut builders: Vec<ColumnBuilder> = fields
+        .iter()
+        .map(|f| ColumnBuilder::new(f.data_type(), rows.len()))
+        .collect();
     let mut rejected = Vec::new();
+    // The row's fitted source values by column; all are checked before any is appended so
+    // a bad row never leaves a half-written column.
+    let mut fitted: Vec<Fitted> = vec![Fitted::Null; fields.len()];
     'rows: for (index, row) in rows.iter().enumerate() {
-        let mut values = HashMap::with_capacity(row.cells.len());
+        let row: &BronzeRow = row.borrow();
+        fitted.fill(Fitted::Null);
         for cell in &row.cells {
-            let Some(target) = types.get(cell.name.as_str()) else {
+            let Some((column, target)) = columns.get(cell.name.as_str()) else {
                 if cell.value == CellValue::Null {
                     continue;
                 }
@@ -266,10 +484,8 @@ pub fn build_batch(
                 ));
                 continue 'rows;
             };
-            match coerce(&cell.value, target) {
-                Some(value) => {
-                    values.insert(cell.name.as_str(), value);
-                }
+            match fit(&cell.value, target) {
+                Some(value) => fitted[*column] = value,
                 None => {
                     rejected.push((
                         index,
@@ -282,94 +498,92 @@ pub fn build_batch(
                 }
             }
         }
-        accepted.push((row, values));
+        for ((builder, slot), value) in builders.iter_mut().zip(&slots).zip(&fitted) {
+            let value = match slot {
+                Slot::Tenant => Fitted::Str(&row.tenant),
+                Slot::Op => Fitted::Str(row.op.code()),
+                Slot::SourceTs => row.source_ts_micros.map_or(Fitted::Null, Fitted::Micros),
+                Slot::SourcePos => row.source_pos.as_deref().map_or(Fitted::Null, Fitted::Str),
+                Slot::Topic => Fitted::Str(&row.topic),
+                Slot::Partition => Fitted::Int(row.partition),
+                Slot::Offset => Fitted::Long(row.offset),
+                Slot::IngestedAt => Fitted::Micros(row.ingested_at_micros),
+                Slot::Source => *value,
+            };
+            builder.append(value);
+        }
     }
-    let columns: Vec<ArrayRef> = schema
-        .fields()
-        .iter()
-        .map(|field| build_column(field.name(), field.data_type(), &accepted))
-        .collect();
+    let columns: Vec<ArrayRef> = builders.into_iter().map(ColumnBuilder::finish).collect();
     let batch = RecordBatch::try_new(schema.clone(), columns)
         .expect("columns are built from the schema they are checked against");
     (batch, rejected)
 }
 
-fn metadata_value(row: &BronzeRow, name: &str) -> Option<CellValue> {
-    use bronze_columns::*;
-    Some(match name {
-        TENANT => CellValue::String(row.tenant.clone()),
-        OP => CellValue::String(row.op.code().to_string()),
-        SOURCE_TS => {
-            return row
-                .source_ts_micros
-                .map(CellValue::Micros)
-                .or(Some(CellValue::Null));
-        }
-        SOURCE_POS => {
-            return row
-                .source_pos
-                .clone()
-                .map(CellValue::String)
-                .or(Some(CellValue::Null));
-        }
-        TOPIC => CellValue::String(row.topic.clone()),
-        PARTITION => CellValue::Int(row.partition),
-        OFFSET => CellValue::Long(row.offset),
-        INGESTED_AT => CellValue::Micros(row.ingested_at_micros),
-        _ => return None,
-    })
-}
-
-fn build_column(
-    name: &str,
-    data_type: &DataType,
-    rows: &[(&BronzeRow, HashMap<&str, CellValue>)],
-) -> ArrayRef {
-    let values = rows.iter().map(|(row, cells)| {
-        metadata_value(row, name)
-            .unwrap_or_else(|| cells.get(name).cloned().unwrap_or(CellValue::Null))
-    });
-    macro_rules! build {
-        ($builder:expr, $pattern:pat => $value:expr) => {{
-            let mut builder = $builder;
-            for value in values {
-                match value {
-                    $pattern => builder.append_value($value),
-                    _ => builder.append_null(),
-                }
-            }
-            Arc::new(builder.finish()) as ArrayRef
-        }};
-    }
-    match data_type {
-        DataType::Boolean => build!(BooleanBuilder::new(), CellValue::Boolean(v) => v),
-        DataType::Int32 => build!(Int32Builder::new(), CellValue::Int(v) => v),
-        DataType::Int64 => build!(Int64Builder::new(), CellValue::Long(v) => v),
-        DataType::Float32 => build!(Float32Builder::new(), CellValue::Float(v) => v),
-        DataType::Float64 => build!(Float64Builder::new(), CellValue::Double(v) => v),
-        DataType::Utf8 => build!(StringBuilder::new(), CellValue::String(v) => v),
-        DataType::Binary => build!(BinaryBuilder::new(), CellValue::Binary(v) => v),
-        DataType::LargeBinary => build!(LargeBinaryBuilder::new(), CellValue::Binary(v) => v),
-        DataType::Date32 => build!(Date32Builder::new(), CellValue::Date(v) => v),
-        // What `iceberg::arrow::schema_to_arrow_schema` gives Iceberg `time`.
-        DataType::Time64(TimeUnit::Microsecond) => {
-            build!(Time64MicrosecondBuilder::new(), CellValue::Time(v) => v)
-        }
-        DataType::Timestamp(TimeUnit::Microsecond, zone) => build!(
-            TimestampMicrosecondBuilder::new().with_timezone_opt(zone.clone()),
-            CellValue::Micros(v) => v
-        ),
-        DataType::Decimal128(precision, scale) => build!(
-            Decimal128Builder::new().with_precision_and_scale(*precision, *scale).expect("valid decimal type"),
-            CellValue::Decimal(v) => v
-        ),
-        other => arrow_array::new_null_array(other, rows.len()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cell(name: &str, column_type: ColumnType, value: CellValue) -> Cell {
+        Cell {
+            name: name.into(),
+            column_type,
+            typed: false,
+            value,
+        }
+    }
+
+    #[test]
+    fn rows_that_may_be_refused_are_told_apart() {
+        let mut types = HashMap::from([("id".to_string(), PrimitiveType::Long)]);
+        let fits = [
+            cell("id", ColumnType::Long, CellValue::Long(1)),
+            cell("name", ColumnType::String, CellValue::String("a".into())),
+        ];
+        assert!(!may_be_refused(&mut types, &fits));
+        assert_eq!(types.get("name"), Some(&PrimitiveType::String));
+        // A later row whose `name` is a number might not fit the column the first one made.
+        let other = [cell("name", ColumnType::Long, CellValue::Long(5))];
+        assert!(may_be_refused(&mut types, &other));
+        let null = [cell("name", ColumnType::Long, CellValue::Null)];
+        assert!(!may_be_refused(&mut types, &null));
+        let reserved = [cell("_firn_op", ColumnType::String, CellValue::Null)];
+        assert!(may_be_refused(&mut types, &reserved));
+        // What `plan_schema_changes` refuses is always flagged.
+        let schema = Schema::builder()
+            .with_schema_id(0)
+            .with_fields(vec![
+                iceberg::spec::NestedField::optional(1, "id", Type::Primitive(PrimitiveType::Long))
+                    .into(),
+            ])
+            .build()
+            .unwrap();
+        let row = |cells: Vec<Cell>| BronzeRow {
+            tenant: "t".into(),
+            op: Op::Create,
+            source_ts_micros: None,
+            source_pos: None,
+            topic: "cdc".into(),
+            partition: 0,
+            offset: 0,
+            ingested_at_micros: 0,
+            cells,
+        };
+        let rows = [
+            row(vec![cell("id", ColumnType::Long, CellValue::Long(1))]),
+            row(vec![cell(
+                "id",
+                ColumnType::String,
+                CellValue::String("x".into()),
+            )]),
+        ];
+        let (_, refused) = plan_schema_changes(&schema, &rows);
+        let mut types = column_types(&schema);
+        let flagged: Vec<usize> = (0..rows.len())
+            .filter(|i| may_be_refused(&mut types, &rows[*i].cells))
+            .collect();
+        assert_eq!(refused.iter().map(|(i, _)| *i).collect::<Vec<_>>(), [1]);
+        assert_eq!(flagged, [1]);
+    }
 
     #[test]
     fn decimals_parse_from_text_and_base64() {

@@ -77,6 +77,8 @@
 //! connector not in `change_streams_update_full` mode) is refused as `unsupported`: a
 //! partial row would make the latest-row-per-key view wrong.
 
+mod borrowed;
+
 use base64::Engine;
 use serde_json::{Map, Value};
 
@@ -255,8 +257,38 @@ pub fn decode(key: Option<&[u8]>, value: Option<&[u8]>) -> Result<Decoded, Decod
     let Some(value) = value else {
         return Ok(Decoded::Tombstone);
     };
+    decode_json(key.map(decode_key), value)
+}
+
+/// Decodes a JSON converter value with its already decoded key: the borrowed fast path
+/// for the common shapes, the `Value`-based [`decode_envelope`] for everything else
+/// (including every error).
+pub(crate) fn decode_json(
+    key: Option<Result<Key, DecodeError>>,
+    value: &[u8],
+) -> Result<Decoded, DecodeError> {
+    let key = match key {
+        Some(Ok(known)) => match borrowed::decode(&known, value) {
+            Some(event) => {
+                return Ok(Decoded::Change(ChangeEvent {
+                    op: event.op,
+                    source_ts_micros: event.source_ts_micros,
+                    source_pos: event.source_pos,
+                    row: event.row,
+                    key: known.fields,
+                }));
+            }
+            None => Some(Ok(known)),
+        },
+        other => other,
+    };
+    decode_dom(key, value)
+}
+
+/// The `Value`-based decoding of a JSON converter value.
+fn decode_dom(key: Option<Result<Key, DecodeError>>, value: &[u8]) -> Result<Decoded, DecodeError> {
     let (schema, payload) = parse_value(value)?;
-    decode_envelope(key.map(decode_key), schema.as_ref(), payload)
+    decode_envelope(key, schema.as_ref(), payload)
 }
 
 /// A JSON converter value split into its embedded schema (if any) and payload.
@@ -1021,25 +1053,42 @@ fn source_ts_micros(source: &Value, payload: &Map<String, Value>) -> Option<i64>
 /// that second. Numbers are zero-padded.
 pub fn source_position(source: &Value) -> Option<String> {
     let number = |key: &str| source.get(key).and_then(Value::as_i64);
-    if let (Some(file), Some(pos)) = (source.get("file").and_then(Value::as_str), number("pos")) {
-        return Some(format!(
-            "{file}:{pos:020}:{:06}",
-            number("row").unwrap_or(0)
-        ));
+    let text = |key: &str| source.get(key).and_then(Value::as_str);
+    position_of(
+        text("file"),
+        number("pos"),
+        number("row"),
+        number("lsn"),
+        text("sequence"),
+        number("ts_ms"),
+        number("ord"),
+    )
+}
+
+/// [`source_position`] from the `source` fields it reads.
+fn position_of(
+    file: Option<&str>,
+    pos: Option<i64>,
+    row: Option<i64>,
+    lsn: Option<i64>,
+    sequence: Option<&str>,
+    ts_ms: Option<i64>,
+    ord: Option<i64>,
+) -> Option<String> {
+    if let (Some(file), Some(pos)) = (file, pos) {
+        return Some(format!("{file}:{pos:020}:{:06}", row.unwrap_or(0)));
     }
-    if let Some(lsn) = number("lsn") {
+    if let Some(lsn) = lsn {
         // LSNs of different transactions interleave; Debezium's `sequence`
         // ["last committed LSN", "LSN"] orders events as they were emitted.
-        let last_commit = source
-            .get("sequence")
-            .and_then(Value::as_str)
+        let last_commit = sequence
             .and_then(|text| serde_json::from_str::<Vec<Option<String>>>(text).ok())
             .and_then(|parts| parts.first().cloned().flatten())
             .and_then(|text| text.parse::<i64>().ok())
             .unwrap_or(0);
         return Some(format!("{last_commit:020}:{lsn:020}"));
     }
-    if let (Some(ts), Some(ord)) = (number("ts_ms"), number("ord")) {
+    if let (Some(ts), Some(ord)) = (ts_ms, ord) {
         return Some(format!("{ts:020}:{ord:010}"));
     }
     None
@@ -1930,6 +1979,111 @@ mod tests {
             let _ = decode(Some(MONGO_KEY.as_bytes()), Some(&mongo_event("c", Value::Null, json!(doc), json!({}))));
             let _ = decode(Some(br#"{"id":"{\"$date\":1}"}"#), Some(&mongo_event("d", Value::Null, Value::Null, json!({}))));
         }
+    }
+
+    /// An envelope of arbitrary shape: bare or wrapped with a schema, any op, rows and
+    /// source blocks of arbitrary JSON or of the usual shapes.
+    fn any_envelope() -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+        use proptest::prelude::*;
+        let row = prop_oneof![
+            json_value(),
+            proptest::collection::btree_map("[a-c_]{1,2}", json_value(), 0..5)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ];
+        let source =
+            prop_oneof![
+            json_value(),
+            (any::<i64>(), 0i64..9, proptest::option::of("[a-z.0-9]{1,8}")).prop_map(
+                |(pos, row, file)| json!({"file": file, "pos": pos, "row": row, "ts_ms": pos})
+            ),
+            (any::<i64>(), proptest::option::of(Just(r#"["12","34"]"#))).prop_map(
+                |(lsn, sequence)| json!({"lsn": lsn, "sequence": sequence, "ts_us": lsn})
+            ),
+            (any::<i64>(), any::<i64>()).prop_map(|(ts, ord)| json!({"ts_ms": ts, "ord": ord})),
+            Just(json!({"connector": "mongodb", "ts_ms": 1, "ord": 2})),
+        ];
+        let op = prop_oneof![
+            Just(json!("c")),
+            Just(json!("u")),
+            Just(json!("d")),
+            Just(json!("r")),
+            Just(json!("t")),
+            Just(json!("x")),
+            json_value(),
+        ];
+        let schema = prop_oneof![
+            Just(None),
+            Just(Some(Value::Null)),
+            Just(Some(json!({"type": "struct", "fields": [
+                {"field": "after", "type": "struct", "fields": [
+                    {"field": "a", "type": "int32"},
+                    {"field": "b", "type": "string", "optional": true},
+                ]},
+                {"field": "before", "type": "struct", "fields": [
+                    {"field": "a", "type": "int64"},
+                ]},
+            ]}))),
+            json_value().prop_map(Some),
+        ];
+        (
+            op,
+            row.clone(),
+            row,
+            source,
+            schema,
+            any::<bool>(),
+            any::<i64>(),
+        )
+            .prop_map(|(op, before, after, source, schema, with_ts, ts)| {
+                let mut payload =
+                    json!({"op": op, "before": before, "after": after, "source": source});
+                if with_ts {
+                    payload["ts_ms"] = json!(ts);
+                }
+                let value = match schema {
+                    Some(schema) => json!({"schema": schema, "payload": payload}),
+                    None => payload,
+                };
+                serde_json::to_vec(&value).unwrap()
+            })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fast_path_agrees_with_the_value_path(value in any_envelope(), pretty in proptest::prelude::any::<bool>()) {
+            let value = if pretty {
+                serde_json::to_vec_pretty(&serde_json::from_slice::<Value>(&value).unwrap()).unwrap()
+            } else {
+                value
+            };
+            let key = || Some(decode_key(br#"{"a": 1}"#));
+            proptest::prop_assert_eq!(decode_json(key(), &value), decode_dom(key(), &value));
+        }
+    }
+
+    #[test]
+    fn fast_path_decodes_common_envelopes() {
+        // Duplicate names keep the last value; rows come out sorted by name.
+        let value = br#"{"op":"c","after":{"b":"x","a":1,"b":"y"},"source":{"file":"f","pos":3}}"#;
+        let key = decode_key(br#"{"a": 1}"#).unwrap();
+        let event = borrowed::decode(&key, value).expect("the fast path handles it");
+        let names: Vec<&str> = event.row.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["a", "b"]);
+        assert_eq!(event.row[1].value, CellValue::String("y".into()));
+        assert_eq!(
+            event.source_pos.as_deref(),
+            Some("f:00000000000000000003:000000")
+        );
+        // Schema-wrapped envelopes decode typed, with the schema parsed once.
+        let typed = serde_json::to_vec(&envelope_with_schema()).unwrap();
+        let first = decode_json(Some(decode_key(br#"{"id": 1}"#)), &typed).unwrap();
+        let second = decode_json(Some(decode_key(br#"{"id": 1}"#)), &typed).unwrap();
+        assert_eq!(first, second);
+        assert_eq!(
+            first,
+            decode_dom(Some(decode_key(br#"{"id": 1}"#)), &typed).unwrap()
+        );
+        assert!(borrowed::decode(&decode_key(br#"{"id": 1}"#).unwrap(), &typed).is_some());
     }
 
     /// Arbitrary JSON, biased towards the shapes the decoder looks into.

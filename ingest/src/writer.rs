@@ -33,10 +33,12 @@ use firn_catalog::config::{
 use firn_catalog::history::{self, KAFKA_OFFSETS, KafkaOffsets, WRITER_ID};
 use firn_catalog::tables::{DEAD_LETTER_TABLE, TableName, Tier};
 use firn_catalog::{Catalog, CommitRequest, DataFileSink, Operation};
+use iceberg::spec::PrimitiveType;
+use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 
 use crate::admin::Health;
-use crate::bronze::{BronzeRow, build_batch, plan_schema_changes};
+use crate::bronze::{BronzeRow, build_batch, column_types, may_be_refused, plan_schema_changes};
 use crate::debezium::{CellValue, Decoded};
 use crate::dedup::{SOURCE_WATERMARKS, Watermarks, key_op_hash};
 use crate::error::IngestError;
@@ -62,10 +64,12 @@ struct DeadLetter {
     message: String,
 }
 
-/// A row waiting for its table's next commit, with the raw record for dead-lettering.
+/// A row waiting for its table's next commit. The raw record is kept only when the row
+/// may be refused at commit ([`may_be_refused`], or every row after a refusal found a row
+/// without it), for its dead letter.
 struct PendingRow {
     row: BronzeRow,
-    record: SourceRecord,
+    record: Option<SourceRecord>,
 }
 
 /// One bronze table as this process sees it.
@@ -86,6 +90,13 @@ struct TableState {
     cycle_bytes: u64,
     /// Newest source timestamp in the running cycle (µs).
     cycle_newest_source_ts: Option<i64>,
+    /// Column types as last read from the table, plus the first type seen of new columns.
+    column_types: HashMap<String, PrimitiveType>,
+    /// Keep every row's raw record: set when a commit refused a row whose record was not
+    /// kept (the table changed meanwhile), until the next commit succeeds.
+    keep_records: bool,
+    /// `records_consumed` of this table.
+    consumed: Option<Counter>,
 }
 
 impl TableState {
@@ -142,6 +153,7 @@ pub struct TableResume {
     offsets: KafkaOffsets,
     marks: Watermarks,
     dead_letter_offsets: KafkaOffsets,
+    column_types: HashMap<String, PrimitiveType>,
 }
 
 /// What one table got in a run.
@@ -246,9 +258,19 @@ pub async fn run_service(
         watermarks: Watermarks::default(),
         report: IngestReport::default(),
         decoder: RecordDecoder::new(config)?,
+        rewound: false,
+        commits: tokio::task::JoinSet::new(),
+        in_flight: BTreeSet::new(),
     };
+    // A consumer-group member may lose partitions in any poll (the rebalance callback runs
+    // inside it); it has its commits finished by then, so that the next owner resumes
+    // from them. Static assignment never revokes: its commits overlap the polls.
+    let drain_before_poll = matches!(assignment_for(config, options), KafkaAssignment::Group);
     loop {
-        let events = source.poll(5_000, Duration::from_millis(200)).await?;
+        if drain_before_poll {
+            ingest.finish_all().await?;
+        }
+        let events = source.poll(5_000, ingest.poll_wait()).await?;
         // Avro schemas are fetched before decoding; a registry outage waits here.
         ingest.decoder.prepare(&events, stop).await?;
         let polled_nothing = events.is_empty();
@@ -274,7 +296,9 @@ pub async fn run_service(
             source.close().await;
             return Ok(ingest.report);
         }
-        let idle = ingest.tables.values().all(|table| !table.has_work());
+        let idle = ingest.tables.values().all(|table| !table.has_work())
+            && !ingest.committing()
+            && !std::mem::take(&mut ingest.rewound);
         if caught_up && options.stop_when_caught_up && idle {
             source.close().await;
             return Ok(ingest.report);
@@ -327,6 +351,7 @@ fn resume_from_bronze(catalog: Catalog, config: PipelineConfig) -> ResumeFn<Vec<
                             offsets: committed_offsets(&table),
                             marks: committed_watermarks(&table),
                             dead_letter_offsets: dead_letter_offsets.clone(),
+                            column_types: column_types(table.metadata().current_schema()),
                         },
                     );
                 }
@@ -345,7 +370,7 @@ struct Ingest<'a> {
     metrics: &'a IngestMetrics,
     source: &'a KafkaSource<Vec<TableResume>>,
     /// Topic → its source and topic template.
-    routes: HashMap<String, (SourceConfig, TopicTemplate)>,
+    routes: HashMap<String, Arc<(SourceConfig, TopicTemplate)>>,
     tables: BTreeMap<String, TableState>,
     owned: BTreeSet<TopicPartition>,
     /// Offset each owned partition was positioned at.
@@ -355,9 +380,33 @@ struct Ingest<'a> {
     report: IngestReport,
     /// JSON and Confluent Avro decoding, with the Schema Registry's schemas.
     decoder: RecordDecoder,
+    /// Set when a commit gave up and rewound its table: the run is not caught up.
+    rewound: bool,
+    /// Running commit tasks: (table, start, result).
+    commits: tokio::task::JoinSet<(String, Instant, Result<Committed, CommitFailed>)>,
+    /// Tables with a commit task running.
+    in_flight: BTreeSet<String>,
 }
 
+/// How long a poll waits for records at most when no commit is near.
+const POLL_WAIT: Duration = Duration::from_millis(200);
+/// The shortest poll wait, so a due commit does not turn the loop into a busy spin.
+const MIN_POLL_WAIT: Duration = Duration::from_millis(5);
+
 impl Ingest<'_> {
+    /// The poll's wait: [`POLL_WAIT`], cut so that the poll (which takes at most twice its
+    /// wait) returns by the time the first table's commit clock runs out.
+    fn poll_wait(&self) -> Duration {
+        let interval = self.config.commit.interval;
+        let now = Instant::now();
+        self.tables
+            .values()
+            .filter_map(|table| table.cycle_started)
+            .map(|started| (started + interval).saturating_duration_since(now) / 2)
+            .fold(POLL_WAIT, Duration::min)
+            .max(MIN_POLL_WAIT)
+    }
+
     fn handle(&mut self, event: SourceEvent<Vec<TableResume>>) {
         match event {
             SourceEvent::Assigned {
@@ -381,6 +430,7 @@ impl Ingest<'_> {
             table.committed = loaded.offsets;
             table.committed_marks = loaded.marks;
             table.dead_letter_committed = loaded.dead_letter_offsets;
+            table.column_types = loaded.column_types;
         }
         for ((topic, partition), offset) in partitions.into_iter().zip(offsets) {
             if let Some(source) = self.config.source_for_topic(&topic)
@@ -422,38 +472,49 @@ impl Ingest<'_> {
         self.watermarks = self.watermarks.merged_with(&committed.restricted_to(&key));
     }
 
-    fn route(&mut self, topic: &str) -> Option<(SourceConfig, TopicTemplate)> {
-        if !self.routes.contains_key(topic) {
-            let source = self.config.source_for_topic(topic)?.clone();
-            let template = TopicTemplate::parse(&source.topic).ok()?;
-            self.routes.insert(topic.to_string(), (source, template));
+    fn route(&mut self, topic: &str) -> Option<Arc<(SourceConfig, TopicTemplate)>> {
+        if let Some(route) = self.routes.get(topic) {
+            return Some(route.clone());
         }
-        self.routes.get(topic).cloned()
+        let source = self.config.source_for_topic(topic)?.clone();
+        let template = TopicTemplate::parse(&source.topic).ok()?;
+        let route = Arc::new((source, template));
+        self.routes.insert(topic.to_string(), route.clone());
+        Some(route)
     }
 
     fn record(&mut self, record: SourceRecord) {
-        let (topic, partition, offset) = (record.topic.clone(), record.partition, record.offset);
-        if !self.owned.contains(&(topic.clone(), partition)) {
+        let (partition, offset) = (record.partition, record.offset);
+        if !self.owned.contains(&(record.topic.clone(), partition)) {
             return; // Fetched before a revocation; the new owner reads it.
         }
-        let Some((source, template)) = self.route(&topic) else {
+        let Some(route) = self.route(&record.topic) else {
             return;
         };
+        let (source, template) = (&route.0, &route.1);
         self.report.records_consumed += 1;
-        let label = IngestMetrics::table(&source.table);
-        self.metrics.records_consumed.get_or_create(&label).inc();
         let max_message_bytes = self.config.kafka.max_message_bytes as usize;
+        let metrics = self.metrics;
         let table = self.tables.entry(source.table.clone()).or_default();
-        if offset < table.committed.get(&topic, partition).unwrap_or(0) {
+        table
+            .consumed
+            .get_or_insert_with(|| {
+                metrics
+                    .records_consumed
+                    .get_or_create(&IngestMetrics::table(&source.table))
+                    .clone()
+            })
+            .inc();
+        if offset < table.committed.get(&record.topic, partition).unwrap_or(0) {
             return; // Already in bronze (replay after a crash between commits).
         }
-        table.reached.set(&topic, partition, offset + 1);
+        table.reached.set(&record.topic, partition, offset + 1);
         table.cycle_records += 1;
         table.cycle_bytes += record.size() as u64;
         table.cycle_started.get_or_insert_with(Instant::now);
 
-        let failure = if record.size() > max_message_bytes {
-            Some((
+        let outcome = if record.size() > max_message_bytes {
+            Err((
                 "oversized".to_string(),
                 format!(
                     "message is {} bytes (key + value), above kafka.max-message-bytes = {}; the \
@@ -462,52 +523,63 @@ impl Ingest<'_> {
                     max_message_bytes,
                     max_message_bytes
                 ),
-                resolve_tenant(&source, &template, &topic).ok(),
+                resolve_tenant(source, template, &record.topic).ok(),
             ))
         } else {
-            self.decode_into(&source, &template, &record)
+            self.decode_row(source, template, &record)
         };
-        if let Some((kind, message, tenant)) = failure {
-            let table = self
-                .tables
-                .get_mut(&source.table)
-                .expect("table state exists");
-            let already = table
-                .dead_letter_committed
-                .get(&topic, partition)
-                .is_some_and(|next| offset < next);
-            if !already {
-                let mut value = record.value.clone();
-                if kind == "oversized"
-                    && let Some(bytes) = value.as_mut()
-                {
-                    bytes.truncate(max_message_bytes);
-                }
-                table.dead_letters.push(DeadLetter {
-                    tenant,
-                    table: Some(source.table.clone()),
-                    topic,
-                    partition,
-                    offset,
-                    key: record.key.clone(),
-                    value,
-                    headers: headers_json(&record.headers),
-                    kind,
-                    message,
+        let table = self
+            .tables
+            .get_mut(&source.table)
+            .expect("table state exists");
+        match outcome {
+            Ok(None) => {}
+            Ok(Some(row)) => {
+                let keep =
+                    table.keep_records || may_be_refused(&mut table.column_types, &row.cells);
+                table.rows.push(PendingRow {
+                    row,
+                    record: keep.then_some(record),
                 });
+            }
+            Err((kind, message, tenant)) => {
+                let already = table
+                    .dead_letter_committed
+                    .get(&record.topic, partition)
+                    .is_some_and(|next| offset < next);
+                if !already {
+                    let headers = headers_json(&record.headers);
+                    let mut value = record.value;
+                    if kind == "oversized"
+                        && let Some(bytes) = value.as_mut()
+                    {
+                        bytes.truncate(max_message_bytes);
+                    }
+                    table.dead_letters.push(DeadLetter {
+                        tenant,
+                        table: Some(source.table.clone()),
+                        topic: record.topic,
+                        partition,
+                        offset,
+                        key: record.key,
+                        value,
+                        headers,
+                        kind,
+                        message,
+                    });
+                }
             }
         }
     }
 
-    /// Decodes a record into its table's pending rows; returns the dead-letter reason
-    /// (kind, message, tenant) when it cannot be ingested.
-    fn decode_into(
+    /// Decodes a record into a bronze row (`None`: a tombstone or a re-emission); the
+    /// error is the dead-letter reason (kind, message, tenant) when it cannot be ingested.
+    fn decode_row(
         &mut self,
         source: &SourceConfig,
         template: &TopicTemplate,
         record: &SourceRecord,
-    ) -> Option<(String, String, Option<String>)> {
-        let label = IngestMetrics::table(&source.table);
+    ) -> Result<Option<BronzeRow>, (String, String, Option<String>)> {
         let tenant = resolve_tenant(source, template, &record.topic);
         let decoded = self
             .decoder
@@ -515,14 +587,17 @@ impl Ingest<'_> {
         match (tenant, decoded) {
             (_, Ok(Decoded::Tombstone)) => {
                 self.report.tombstones += 1;
-                self.metrics.tombstones.get_or_create(&label).inc();
-                None
+                self.metrics
+                    .tombstones
+                    .get_or_create(&IngestMetrics::table(&source.table))
+                    .inc();
+                Ok(None)
             }
             (Ok(tenant), Ok(Decoded::Change(event))) => {
                 let tenant = match &source.tenant {
                     TenantRule::Field { field } => match field_tenant(&event.row, field) {
                         Ok(tenant) => tenant,
-                        Err(message) => return Some(("unknown_tenant".into(), message, None)),
+                        Err(message) => return Err(("unknown_tenant".into(), message, None)),
                     },
                     _ => tenant,
                 };
@@ -535,8 +610,11 @@ impl Ingest<'_> {
                 );
                 if !fresh {
                     self.report.duplicates_dropped += 1;
-                    self.metrics.duplicates_dropped.get_or_create(&label).inc();
-                    return None;
+                    self.metrics
+                        .duplicates_dropped
+                        .get_or_create(&IngestMetrics::table(&source.table))
+                        .inc();
+                    return Ok(None);
                 }
                 let table = self
                     .tables
@@ -549,31 +627,31 @@ impl Ingest<'_> {
                             .map_or(ts, |newest| newest.max(ts)),
                     );
                 }
-                table.rows.push(PendingRow {
-                    row: BronzeRow {
-                        tenant,
-                        op: event.op,
-                        source_ts_micros: event.source_ts_micros,
-                        source_pos: event.source_pos,
-                        topic: record.topic.clone(),
-                        partition: record.partition,
-                        offset: record.offset,
-                        ingested_at_micros: chrono::Utc::now().timestamp_micros(),
-                        cells: event.row,
-                    },
-                    record: record.clone(),
-                });
-                None
+                Ok(Some(BronzeRow {
+                    tenant,
+                    op: event.op,
+                    source_ts_micros: event.source_ts_micros,
+                    source_pos: event.source_pos,
+                    topic: record.topic.clone(),
+                    partition: record.partition,
+                    offset: record.offset,
+                    ingested_at_micros: chrono::Utc::now().timestamp_micros(),
+                    cells: event.row,
+                }))
             }
-            (Err(message), _) => Some(("unknown_tenant".into(), message, None)),
+            (Err(message), _) => Err(("unknown_tenant".into(), message, None)),
             (Ok(tenant), Err(err)) => {
-                Some((err.kind.as_str().to_string(), err.message, Some(tenant)))
+                Err((err.kind.as_str().to_string(), err.message, Some(tenant)))
             }
         }
     }
 
-    /// Commits every table whose cycle is due (all with work when `flush`).
+    /// Hands every table whose cycle is due (all with work when `flush`) to a commit task,
+    /// and takes in the commits that finished. A table has at most one commit in flight;
+    /// while it runs, the table's next cycle fills, and once that one is full too this
+    /// waits (so a table holds at most two cycles: memory stays bounded by the limits).
     async fn commit_due(&mut self, flush: bool) -> Result<(), IngestError> {
+        self.finish_commits(false).await?;
         let policy = &self.config.commit;
         let due: Vec<String> = self
             .tables
@@ -590,22 +668,111 @@ impl Ingest<'_> {
             .map(|(name, _)| name.clone())
             .collect();
         for table in due {
-            let started = Instant::now();
-            let label = IngestMetrics::table(&table);
-            let result = self.commit_table(&table).await;
-            self.metrics
-                .commit_duration
-                .get_or_create(&label)
-                .observe(started.elapsed().as_secs_f64());
-            let outcome = if result.is_ok() { "ok" } else { "failed" };
-            self.metrics
-                .commits
-                .get_or_create(&CommitLabel {
-                    table: table.clone(),
-                    outcome: outcome.into(),
-                })
-                .inc();
-            if let Err(err) = result {
+            if self.in_flight.contains(&table) {
+                let state = &self.tables[&table];
+                let full = state.cycle_bytes >= policy.max_bytes
+                    || state.cycle_records >= policy.max_records;
+                if !(flush || full) {
+                    continue;
+                }
+                while self.in_flight.contains(&table) {
+                    self.finish_commits(true).await?;
+                }
+            }
+            // A rewind while waiting may have dropped the cycle.
+            if self.tables[&table].has_work() {
+                self.start_commit(&table);
+            }
+        }
+        if flush {
+            self.finish_all().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for every running commit and takes it in.
+    async fn finish_all(&mut self) -> Result<(), IngestError> {
+        while self.committing() {
+            self.finish_commits(true).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes in finished commits: all that are done, or (`wait`) at least one.
+    async fn finish_commits(&mut self, wait: bool) -> Result<(), IngestError> {
+        let mut first = wait;
+        loop {
+            let joined = if first {
+                first = false;
+                self.commits.join_next().await
+            } else {
+                self.commits.try_join_next()
+            };
+            let Some(joined) = joined else {
+                return Ok(());
+            };
+            let (table, started, result) =
+                joined.map_err(|err| IngestError::Invalid(format!("commit task failed: {err}")))?;
+            self.in_flight.remove(&table);
+            self.committed(&table, started, result).await?;
+        }
+    }
+
+    /// Whether any commit is still running.
+    fn committing(&self) -> bool {
+        !self.in_flight.is_empty()
+    }
+
+    /// Moves a table's cycle into a commit task; the table starts its next cycle.
+    fn start_commit(&mut self, table: &str) {
+        let state = self.tables.get_mut(table).expect("table state exists");
+        let touched = state.touched();
+        let job = CommitJob {
+            catalog: self.catalog.clone(),
+            table: table.to_string(),
+            writer_id: self.options.writer_id.clone(),
+            target_file_size: self.config.commit.target_file_size,
+            rows: std::mem::take(&mut state.rows),
+            dead_letters: std::mem::take(&mut state.dead_letters),
+            live_marks: self.watermarks.restricted_to(&touched),
+            touched,
+            reached: state.reached.clone(),
+            expected: state.committed.clone(),
+            dead_letter_committed: state.dead_letter_committed.clone(),
+            newest_source_ts: state.cycle_newest_source_ts,
+        };
+        state.reset_cycle();
+        self.in_flight.insert(table.to_string());
+        let started = Instant::now();
+        let name = table.to_string();
+        self.commits
+            .spawn(async move { (name, started, job.run().await) });
+    }
+
+    /// Applies a finished commit: the table's new positions, metrics and report; after a
+    /// failure (or rows refused without their records) the table rewinds.
+    async fn committed(
+        &mut self,
+        table: &str,
+        started: Instant,
+        result: Result<Committed, CommitFailed>,
+    ) -> Result<(), IngestError> {
+        let label = IngestMetrics::table(table);
+        self.metrics
+            .commit_duration
+            .get_or_create(&label)
+            .observe(started.elapsed().as_secs_f64());
+        let outcome = if result.is_ok() { "ok" } else { "failed" };
+        self.metrics
+            .commits
+            .get_or_create(&CommitLabel {
+                table: table.to_string(),
+                outcome: outcome.into(),
+            })
+            .inc();
+        let done = match result {
+            Ok(done) => done,
+            Err(err) => {
                 let entry = self
                     .report
                     .tables
@@ -613,26 +780,86 @@ impl Ingest<'_> {
                     .or_default();
                 entry.failed_commits += 1;
                 if self.options.stop_when_caught_up {
-                    return Err(err);
+                    return Err(err.job_error);
                 }
-                tracing::error!(%table, error = %err, "commit failed; rewinding the table's partitions and retrying next cycle");
-                self.rewind(&table).await?;
+                tracing::error!(%table, error = %err.job_error, "commit failed; rewinding the table's partitions and retrying next cycle");
+                return self.rewind(table, &err.touched).await;
             }
+        };
+        let state = self.tables.get_mut(table).expect("table state exists");
+        if let Some(dead_letter_committed) = done.dead_letter_committed {
+            state.dead_letter_committed = dead_letter_committed;
         }
+        self.report.dead_letters += done.dead_letter_kinds.len() as u64;
+        for kind in done.dead_letter_kinds {
+            self.metrics
+                .dead_letters
+                .get_or_create(&DeadLetterLabel {
+                    table: table.to_string(),
+                    kind,
+                })
+                .inc();
+        }
+        let Some(outcome) = done.outcome else {
+            // Rows were refused whose records the cycle did not keep: read it again,
+            // keeping every record.
+            state.keep_records = true;
+            self.rewound = true;
+            return self.rewind(table, &done.touched).await;
+        };
+        state.committed = committed_offsets(&outcome.table);
+        state.committed_marks = committed_watermarks(&outcome.table);
+        state.column_types = column_types(outcome.table.metadata().current_schema());
+        state.keep_records = false;
+        let written = done.written;
+        tracing::info!(table = %format!("bronze.{table}"), rows = written, snapshot_id = ?outcome.snapshot_id, "committed");
+        self.metrics
+            .records_written
+            .get_or_create(&label)
+            .inc_by(written);
+        if let Some(snapshot_id) = outcome.snapshot_id {
+            self.metrics
+                .last_snapshot_id
+                .get_or_create(&label)
+                .set(snapshot_id);
+        }
+        if let Some(newest) = done.newest_source_ts {
+            let gauge = self
+                .metrics
+                .newest_committed_source_ts
+                .get_or_create(&label);
+            gauge.set(gauge.get().max(newest as f64 / 1e6));
+        }
+        self.source.mirror_offsets(&state.committed);
+        let entry = self
+            .report
+            .tables
+            .entry(format!("bronze.{table}"))
+            .or_default();
+        entry.rows_written += written;
+        entry.commits += 1;
+        entry.last_snapshot_id = outcome.snapshot_id;
         Ok(())
     }
 
     /// After a failed commit: drop the table's uncommitted work and read it again from the
-    /// positions bronze holds now (re-read, in case another process moved them).
-    async fn rewind(&mut self, table: &str) -> Result<(), IngestError> {
+    /// positions bronze holds now (re-read, in case another process moved them). `also`:
+    /// the partitions of the failed commit, which the running cycle may not touch yet.
+    async fn rewind(&mut self, table: &str, also: &[TopicPartition]) -> Result<(), IngestError> {
         let state = self.tables.get_mut(table).expect("table state exists");
-        let touched = state.touched();
+        let mut touched = state.touched();
+        for partition in also {
+            if !touched.contains(partition) {
+                touched.push(partition.clone());
+            }
+        }
         state.reset_cycle();
         if let Ok(name) = TableName::new(Tier::Bronze, table)
             && let Ok(loaded) = self.catalog.load_table(&name).await
         {
             state.committed = committed_offsets(&loaded);
             state.committed_marks = committed_watermarks(&loaded);
+            state.column_types = column_types(loaded.metadata().current_schema());
         }
         let committed = state.committed.clone();
         let marks = state.committed_marks.clone();
@@ -647,21 +874,79 @@ impl Ingest<'_> {
         }
         Ok(())
     }
+}
 
-    /// Commits one table's cycle: its dead letters first, then its bronze rows and offsets.
-    async fn commit_table(&mut self, table: &str) -> Result<(), IngestError> {
-        let name = TableName::new(Tier::Bronze, table)?;
-        let state = self.tables.get_mut(table).expect("table state exists");
-        let mut loaded = self.catalog.load_table(&name).await?;
+/// A table's finished cycle on its way to bronze, run by a commit task.
+struct CommitJob {
+    catalog: Catalog,
+    table: String,
+    writer_id: String,
+    target_file_size: u64,
+    rows: Vec<PendingRow>,
+    dead_letters: Vec<DeadLetter>,
+    touched: Vec<TopicPartition>,
+    /// Next offsets the cycle read.
+    reached: KafkaOffsets,
+    /// Next offsets bronze held when the cycle was handed over.
+    expected: KafkaOffsets,
+    dead_letter_committed: KafkaOffsets,
+    live_marks: Watermarks,
+    newest_source_ts: Option<i64>,
+}
+
+/// What a commit task did.
+struct Committed {
+    /// The bronze commit; `None` when rows were refused without their records and nothing
+    /// was committed but the dead letters already known.
+    outcome: Option<firn_catalog::CommitOutcome>,
+    touched: Vec<TopicPartition>,
+    written: u64,
+    /// The dead-letter table's positions after its commit, when there was one.
+    dead_letter_committed: Option<KafkaOffsets>,
+    dead_letter_kinds: Vec<String>,
+    newest_source_ts: Option<i64>,
+}
+
+/// A failed commit task, with the partitions to rewind.
+struct CommitFailed {
+    job_error: IngestError,
+    touched: Vec<TopicPartition>,
+}
+
+impl CommitJob {
+    async fn run(self) -> Result<Committed, CommitFailed> {
+        let touched = self.touched.clone();
+        self.commit()
+            .await
+            .map_err(|job_error| CommitFailed { job_error, touched })
+    }
+
+    /// Commits the cycle: its dead letters first, then its bronze rows and offsets.
+    async fn commit(self) -> Result<Committed, IngestError> {
+        let CommitJob {
+            catalog,
+            table,
+            writer_id,
+            target_file_size,
+            rows: pending,
+            mut dead_letters,
+            touched,
+            reached,
+            expected,
+            dead_letter_committed,
+            live_marks,
+            newest_source_ts,
+        } = self;
+        let name = TableName::new(Tier::Bronze, &table)?;
+        let mut loaded = catalog.load_table(&name).await?;
 
         // Schema evolution first, so rejected rows join this cycle's dead letters.
-        let rows: Vec<BronzeRow> = state.rows.iter().map(|p| p.row.clone()).collect();
+        let rows: Vec<&BronzeRow> = pending.iter().map(|p| &p.row).collect();
         let (changes, mut rejected) =
             plan_schema_changes(loaded.metadata().current_schema(), &rows);
         if !changes.is_empty() {
             tracing::info!(table = %name, changes = changes.len(), "evolving schema");
-            loaded = self
-                .catalog
+            loaded = catalog
                 .commit(
                     &name,
                     CommitRequest::new(Operation::EvolveSchema { changes }),
@@ -670,81 +955,93 @@ impl Ingest<'_> {
                 .table;
         }
         let arrow_schema = firn_catalog::writer::arrow_schema_for(&loaded)?;
-        let rejected_set: std::collections::HashSet<usize> =
-            rejected.iter().map(|(i, _)| *i).collect();
-        let kept_index: Vec<usize> = (0..rows.len())
-            .filter(|i| !rejected_set.contains(i))
-            .collect();
-        let keep: Vec<BronzeRow> = kept_index.iter().map(|i| rows[*i].clone()).collect();
-        let (batch, late_rejects) =
-            build_batch(&arrow_schema, loaded.metadata().current_schema(), &keep);
-        rejected.extend(
-            late_rejects
+        let (batch, late_rejects) = if rejected.is_empty() {
+            build_batch(&arrow_schema, loaded.metadata().current_schema(), &rows)
+        } else {
+            let rejected_set: std::collections::HashSet<usize> =
+                rejected.iter().map(|(i, _)| *i).collect();
+            let kept_index: Vec<usize> = (0..rows.len())
+                .filter(|i| !rejected_set.contains(i))
+                .collect();
+            let keep: Vec<&BronzeRow> = kept_index.iter().map(|i| rows[*i]).collect();
+            let (batch, late) =
+                build_batch(&arrow_schema, loaded.metadata().current_schema(), &keep);
+            let late = late
                 .into_iter()
-                .map(|(i, reason)| (kept_index[i], reason)),
-        );
-        let mut dead_letters = state.dead_letters.clone();
+                .map(|(i, reason)| (kept_index[i], reason))
+                .collect();
+            (batch, late)
+        };
+        drop(rows);
+        rejected.extend(late_rejects);
+        let reread = rejected
+            .iter()
+            .any(|(index, _)| pending[*index].record.is_none());
+        if reread {
+            // Refused rows need their raw record for the dead letter, and this cycle did
+            // not keep it (the table changed since the rows were read): the caller reads
+            // the cycle again, keeping every record, and commits it then.
+            tracing::warn!(table = %name, refused = rejected.len(), "rows refused at commit without their records; reading the table's partitions again");
+            return Ok(Committed {
+                outcome: None,
+                touched,
+                written: 0,
+                dead_letter_committed: None,
+                dead_letter_kinds: Vec::new(),
+                newest_source_ts,
+            });
+        }
         for (index, reason) in &rejected {
-            let pending = &state.rows[*index];
-            let already = state
-                .dead_letter_committed
+            let pending = &pending[*index];
+            let record = pending.record.as_ref().expect("checked above");
+            let already = dead_letter_committed
                 .get(&pending.row.topic, pending.row.partition)
                 .is_some_and(|next| pending.row.offset < next);
             if !already {
                 dead_letters.push(DeadLetter {
                     tenant: Some(pending.row.tenant.clone()),
-                    table: Some(table.to_string()),
+                    table: Some(table.clone()),
                     topic: pending.row.topic.clone(),
                     partition: pending.row.partition,
                     offset: pending.row.offset,
-                    key: pending.record.key.clone(),
-                    value: pending.record.value.clone(),
-                    headers: headers_json(&pending.record.headers),
+                    key: record.key.clone(),
+                    value: record.value.clone(),
+                    headers: headers_json(&record.headers),
                     kind: "incompatible_schema".into(),
                     message: reason.clone(),
                 });
             }
         }
-        let touched = state.touched();
-        let reached = state.reached.clone();
+        // The batch holds the rows now.
+        drop(pending);
 
+        let mut new_dead_letter_positions = None;
         if !dead_letters.is_empty() {
-            let dead_letter_committed = commit_dead_letters(
-                self.catalog,
-                self.config,
-                self.options,
-                &dead_letters,
-                &touched,
-                &state.dead_letter_committed,
-                &reached,
-            )
-            .await?;
-            state.dead_letter_committed = dead_letter_committed;
-            self.report.dead_letters += dead_letters.len() as u64;
-            for letter in &dead_letters {
-                self.metrics
-                    .dead_letters
-                    .get_or_create(&DeadLetterLabel {
-                        table: table.to_string(),
-                        kind: letter.kind.clone(),
-                    })
-                    .inc();
-            }
+            new_dead_letter_positions = Some(
+                commit_dead_letters(
+                    &catalog,
+                    target_file_size,
+                    &writer_id,
+                    &dead_letters,
+                    &touched,
+                    &dead_letter_committed,
+                    &reached,
+                )
+                .await?,
+            );
             tracing::warn!(table = %name, count = dead_letters.len(), "records dead-lettered");
         }
 
         let written = batch.num_rows() as u64;
         let mut files = Vec::new();
         if written > 0 {
-            let mut sink = DataFileSink::new(&loaded, self.config.commit.target_file_size).await?;
+            let mut sink = DataFileSink::new(&loaded, target_file_size).await?;
             sink.write(batch).await?;
             files = sink.finish().await?;
         }
-        let expected = state.committed.clone();
-        let live_marks = self.watermarks.restricted_to(&touched);
         let validate_touched = touched.clone();
         let request = CommitRequest::new(Operation::Append { files })
-            .with_property(WRITER_ID, self.options.writer_id.clone())
+            .with_property(WRITER_ID, writer_id)
             .with_validator(move |current| {
                 let now = committed_offsets(current);
                 for (topic, partition) in &validate_touched {
@@ -768,36 +1065,15 @@ impl Ingest<'_> {
                     (SOURCE_WATERMARKS.to_string(), marks.to_json()),
                 ]))
             });
-        let outcome = self.catalog.commit(&name, request).await?;
-        state.committed = committed_offsets(&outcome.table);
-        state.committed_marks = committed_watermarks(&outcome.table);
-        tracing::info!(table = %name, rows = written, snapshot_id = ?outcome.snapshot_id, "committed");
-        let label = IngestMetrics::table(table);
-        self.metrics
-            .records_written
-            .get_or_create(&label)
-            .inc_by(written);
-        if let Some(snapshot_id) = outcome.snapshot_id {
-            self.metrics
-                .last_snapshot_id
-                .get_or_create(&label)
-                .set(snapshot_id);
-        }
-        if let Some(newest) = state.cycle_newest_source_ts {
-            let gauge = self
-                .metrics
-                .newest_committed_source_ts
-                .get_or_create(&label);
-            gauge.set(gauge.get().max(newest as f64 / 1e6));
-        }
-        let committed_positions = state.committed.clone();
-        state.reset_cycle();
-        self.source.mirror_offsets(&committed_positions);
-        let entry = self.report.tables.entry(name.to_string()).or_default();
-        entry.rows_written += written;
-        entry.commits += 1;
-        entry.last_snapshot_id = outcome.snapshot_id;
-        Ok(())
+        let outcome = catalog.commit(&name, request).await?;
+        Ok(Committed {
+            outcome: Some(outcome),
+            touched,
+            written,
+            dead_letter_committed: new_dead_letter_positions,
+            dead_letter_kinds: dead_letters.into_iter().map(|l| l.kind).collect(),
+            newest_source_ts,
+        })
     }
 }
 
@@ -805,8 +1081,8 @@ impl Ingest<'_> {
 /// positions after the commit.
 async fn commit_dead_letters(
     catalog: &Catalog,
-    config: &PipelineConfig,
-    options: &IngestOptions,
+    target_file_size: u64,
+    writer_id: &str,
     letters: &[DeadLetter],
     touched: &[TopicPartition],
     known: &KafkaOffsets,
@@ -815,14 +1091,14 @@ async fn commit_dead_letters(
     let name = TableName::new(Tier::Bronze, DEAD_LETTER_TABLE)?;
     let table = catalog.load_table(&name).await?;
     let batch = dead_letter_batch(&firn_catalog::writer::arrow_schema_for(&table)?, letters);
-    let mut sink = DataFileSink::new(&table, config.commit.target_file_size).await?;
+    let mut sink = DataFileSink::new(&table, target_file_size).await?;
     sink.write(batch).await?;
     let files = sink.finish().await?;
     let expected = known.clone();
     let touched = touched.to_vec();
     let reached = reached.clone();
     let request = CommitRequest::new(Operation::Append { files })
-        .with_property(WRITER_ID, options.writer_id.clone())
+        .with_property(WRITER_ID, writer_id.to_string())
         .with_validator(move |current| {
             let now = committed_offsets(current);
             for (topic, partition) in &touched {

@@ -1,0 +1,323 @@
+//! The fast path of JSON decoding: reads the envelope into borrowed fields (no
+//! `serde_json::Value` tree for the envelope, the `source` block or the embedded schema) and
+//! walks a schemaless row straight into cells. Pure: bytes in, values out; no I/O.
+//!
+//! It handles the common shapes only (ops `c`, `u`, `r`, `d` with an object row, a non-Mongo
+//! source, a valid key) and gives up on anything else by returning `None`; the caller then
+//! decodes the same bytes with the `Value`-based path, which owns every error message and
+//! rare case. So the fast path never decides an outcome the DOM path would decide
+//! differently: a property test in the parent module checks that they agree.
+//!
+//! Embedded schemas (about 3.5 kB a message with `schemas.enable=true`) repeat per table
+//! version, so each distinct schema is parsed once and kept, keyed by its bytes, in a small
+//! per-thread cache that is emptied when it holds [`SCHEMA_CACHE_ENTRIES`].
+
+use std::borrow::Cow;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde::de::{self, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use super::{Cell, CellValue, ColumnType, Key, Op, decode_row, infer, position_of};
+
+/// Distinct embedded schemas kept per thread before the cache starts over.
+pub const SCHEMA_CACHE_ENTRIES: usize = 256;
+
+/// A JSON converter value: `{"schema": .., "payload": ..}` or a bare envelope. Every field
+/// is optional so both forms parse; `present` keeps an explicit `null` apart from absence.
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow, default, deserialize_with = "present")]
+    schema: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    payload: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    op: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    before: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    after: Option<&'a RawValue>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    source: Option<&'a RawValue>,
+    #[serde(default)]
+    ts_ms: Option<i64>,
+}
+
+/// The `source` block fields that position and time an event.
+#[derive(Deserialize)]
+struct Source<'a> {
+    #[serde(borrow, default)]
+    connector: Option<Cow<'a, str>>,
+    #[serde(default)]
+    ts_us: Option<i64>,
+    #[serde(default)]
+    ts_ms: Option<i64>,
+    #[serde(borrow, default)]
+    file: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pos: Option<i64>,
+    #[serde(default)]
+    row: Option<i64>,
+    #[serde(default)]
+    lsn: Option<i64>,
+    #[serde(borrow, default)]
+    sequence: Option<Cow<'a, str>>,
+    #[serde(default)]
+    ord: Option<i64>,
+}
+
+fn present<'de, D>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error>
+where
+    D: de::Deserializer<'de>,
+{
+    <&RawValue>::deserialize(deserializer).map(Some)
+}
+
+/// What the fast path decoded: everything of a [`super::ChangeEvent`] but the key.
+pub(super) struct FastEvent {
+    pub op: Op,
+    pub source_ts_micros: Option<i64>,
+    pub source_pos: Option<String>,
+    pub row: Vec<Cell>,
+}
+
+/// Decodes a JSON converter value, or `None` when the DOM path must decide.
+pub(super) fn decode(key: &Key, value: &[u8]) -> Option<FastEvent> {
+    // Serde reads a struct from an array too (by position): only objects are envelopes.
+    if value.trim_ascii_start().first() != Some(&b'{') {
+        return None;
+    }
+    let top: Envelope = serde_json::from_slice(value).ok()?;
+    let (schema, envelope) = match (top.schema, top.payload) {
+        (Some(schema), Some(payload)) => {
+            let schema = (schema.get() != "null").then_some(schema);
+            (
+                schema,
+                serde_json::from_str::<Envelope>(object(payload)?).ok()?,
+            )
+        }
+        _ => (None, top),
+    };
+    let op = Op::parse(envelope.op.as_deref()?)?;
+    if op == Op::Truncate || key.fields.is_empty() {
+        return None;
+    }
+    let source: Option<Source> = match envelope.source {
+        None => None,
+        Some(raw) if raw.get() == "null" => None,
+        Some(raw) => Some(serde_json::from_str(object(raw)?).ok()?),
+    };
+    if source
+        .as_ref()
+        .is_some_and(|s| s.connector.as_deref() == Some("mongodb"))
+    {
+        return None;
+    }
+    let row = object(if op == Op::Delete {
+        envelope.before?
+    } else {
+        envelope.after?
+    })?;
+    let field_schemas = match schema {
+        Some(schema) => Some(row_schemas(schema.get())?),
+        None => None,
+    };
+    let row_schema = field_schemas
+        .as_deref()
+        .and_then(Option::as_ref)
+        .and_then(|s| {
+            if op == Op::Delete {
+                s.before.as_ref()
+            } else {
+                s.after.as_ref()
+            }
+        });
+    let row = match row_schema {
+        Some(fields) => {
+            let values: serde_json::Map<String, Value> = serde_json::from_str(row).ok()?;
+            decode_row(values, Some(fields)).ok()?
+        }
+        None => serde_json::from_str::<InferredRow>(row).ok()?.0,
+    };
+    let source_ts_micros = source
+        .as_ref()
+        .and_then(|s| {
+            s.ts_us
+                .or_else(|| s.ts_ms.map(|ms| ms.saturating_mul(1000)))
+        })
+        .or_else(|| envelope.ts_ms.map(|ms| ms.saturating_mul(1000)));
+    let source_pos = source.as_ref().and_then(|s| {
+        position_of(
+            s.file.as_deref(),
+            s.pos,
+            s.row,
+            s.lsn,
+            s.sequence.as_deref(),
+            s.ts_ms,
+            s.ord,
+        )
+    });
+    Some(FastEvent {
+        op,
+        source_ts_micros,
+        source_pos,
+        row,
+    })
+}
+
+/// The text of a raw value that is a JSON object.
+fn object(raw: &RawValue) -> Option<&str> {
+    raw.get().starts_with('{').then(|| raw.get())
+}
+
+/// The field schemas of an envelope schema's `before` and `after` structs.
+#[derive(Debug)]
+pub(super) struct RowSchemas {
+    before: Option<Vec<Value>>,
+    after: Option<Vec<Value>>,
+}
+
+thread_local! {
+    /// Schema text → its parsed row schemas.
+    static SCHEMAS: RefCell<HashMap<Box<str>, Arc<Option<RowSchemas>>>> =
+        RefCell::new(HashMap::new());
+}
+
+/// The row schemas of an embedded envelope schema, parsed once per distinct text; `None`
+/// when the schema is not JSON. The inner `None`: a schema without a row struct.
+fn row_schemas(text: &str) -> Option<Arc<Option<RowSchemas>>> {
+    SCHEMAS.with(|cell| {
+        let mut cache = cell.borrow_mut();
+        if let Some(found) = cache.get(text) {
+            return Some(found.clone());
+        }
+        let schema: Value = serde_json::from_str(text).ok()?;
+        let fields = |name: &str| super::struct_field_schema(&schema, name).cloned();
+        let parsed = Arc::new(match (fields("before"), fields("after")) {
+            (None, None) => None,
+            (before, after) => Some(RowSchemas { before, after }),
+        });
+        if cache.len() >= SCHEMA_CACHE_ENTRIES {
+            cache.clear();
+        }
+        cache.insert(text.into(), parsed.clone());
+        Some(parsed)
+    })
+}
+
+/// A schemaless row: its cells with inferred types, sorted by name, the last of duplicate
+/// names kept (what iterating a parsed `serde_json::Map` gives).
+struct InferredRow(Vec<Cell>);
+
+impl<'de> Deserialize<'de> for InferredRow {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(RowVisitor)
+    }
+}
+
+struct RowVisitor;
+
+impl<'de> Visitor<'de> for RowVisitor {
+    type Value = InferredRow;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<InferredRow, A::Error> {
+        let mut cells: Vec<Cell> = Vec::with_capacity(map.size_hint().unwrap_or(16));
+        while let Some(name) = map.next_key::<String>()? {
+            let Inferred(column_type, value) = map.next_value()?;
+            cells.push(Cell {
+                name,
+                column_type,
+                typed: false,
+                value,
+            });
+        }
+        if !cells.is_sorted_by(|a, b| a.name < b.name) {
+            // Stable: among equal names the last one sent comes last, and is kept.
+            cells.sort_by(|a, b| a.name.cmp(&b.name));
+            let mut kept: Vec<Cell> = Vec::with_capacity(cells.len());
+            for cell in cells {
+                match kept.last_mut() {
+                    Some(last) if last.name == cell.name => *last = cell,
+                    _ => kept.push(cell),
+                }
+            }
+            cells = kept;
+        }
+        Ok(InferredRow(cells))
+    }
+}
+
+/// One schemaless value with its inferred type, as [`infer`] gives for the parsed value.
+struct Inferred(ColumnType, CellValue);
+
+impl<'de> Deserialize<'de> for Inferred {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(InferredVisitor)
+    }
+}
+
+struct InferredVisitor;
+
+impl<'de> Visitor<'de> for InferredVisitor {
+    type Value = Inferred;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_unit<E>(self) -> Result<Inferred, E> {
+        Ok(Inferred(ColumnType::String, CellValue::Null))
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Inferred, E> {
+        Ok(Inferred(ColumnType::Boolean, CellValue::Boolean(v)))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Inferred, E> {
+        Ok(Inferred(ColumnType::Long, CellValue::Long(v)))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Inferred, E> {
+        Ok(match i64::try_from(v) {
+            Ok(long) => Inferred(ColumnType::Long, CellValue::Long(long)),
+            Err(_) => Inferred(ColumnType::Double, CellValue::Double(v as f64)),
+        })
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Inferred, E> {
+        Ok(Inferred(ColumnType::Double, CellValue::Double(v)))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Inferred, E> {
+        Ok(Inferred(
+            ColumnType::String,
+            CellValue::String(v.to_owned()),
+        ))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Inferred, E> {
+        Ok(Inferred(ColumnType::String, CellValue::String(v)))
+    }
+
+    // Objects and arrays are rare in rows: build the value and infer as the DOM path does.
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Inferred, A::Error> {
+        let value = Value::deserialize(de::value::MapAccessDeserializer::new(map))?;
+        let (column_type, cell) = infer(&value);
+        Ok(Inferred(column_type, cell))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Inferred, A::Error> {
+        let value = Value::deserialize(de::value::SeqAccessDeserializer::new(seq))?;
+        let (column_type, cell) = infer(&value);
+        Ok(Inferred(column_type, cell))
+    }
+}
