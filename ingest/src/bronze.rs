@@ -532,6 +532,21 @@ mod tests {
         }
     }
 
+    /// A created row of tenant `t` on topic `cdc` with `cells`.
+    fn created(cells: Vec<Cell>) -> BronzeRow {
+        BronzeRow {
+            tenant: "t".into(),
+            op: Op::Create,
+            source_ts_micros: None,
+            source_pos: None,
+            topic: "cdc".into(),
+            partition: 0,
+            offset: 0,
+            ingested_at_micros: 0,
+            cells,
+        }
+    }
+
     #[test]
     fn rows_that_may_be_refused_are_told_apart() {
         let mut types = HashMap::from([("id".to_string(), PrimitiveType::Long)]);
@@ -557,17 +572,7 @@ mod tests {
             ])
             .build()
             .unwrap();
-        let row = |cells: Vec<Cell>| BronzeRow {
-            tenant: "t".into(),
-            op: Op::Create,
-            source_ts_micros: None,
-            source_pos: None,
-            topic: "cdc".into(),
-            partition: 0,
-            offset: 0,
-            ingested_at_micros: 0,
-            cells,
-        };
+        let row = created;
         let rows = [
             row(vec![cell("id", ColumnType::Long, CellValue::Long(1))]),
             row(vec![cell(
@@ -639,21 +644,13 @@ mod tests {
             arrow.field(0).data_type(),
             &DataType::Time64(TimeUnit::Microsecond)
         );
-        let row = |value| BronzeRow {
-            tenant: "t".into(),
-            op: Op::Create,
-            source_ts_micros: None,
-            source_pos: None,
-            topic: "cdc".into(),
-            partition: 0,
-            offset: 0,
-            ingested_at_micros: 0,
-            cells: vec![Cell {
+        let row = |value| {
+            created(vec![Cell {
                 name: "at".into(),
                 column_type: ColumnType::Time,
                 typed: true,
                 value,
-            }],
+            }])
         };
         let rows = [
             row(CellValue::Time(45_296_789_123)),
