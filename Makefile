@@ -34,7 +34,7 @@ NEXTEST = $(if $(shell command -v cargo-nextest),cargo nextest run --workspace -
 PYTEST = $(VENV_PYTHON) -m pytest $(PYTEST_ARGS) tests/python
 
 .PHONY: build demo test test-deps test-rust test-python lint fmt clean-cache pg-stop \
-	bench bench-ingest bench-freshness bench-silver
+	bench bench-ingest bench-freshness bench-silver bench-relay
 
 build:
 	@echo "==> cargo build --workspace --all-targets (target: $(CARGO_TARGET_DIR))"
@@ -91,7 +91,7 @@ pg-stop:
 # Benchmarks (docs/benchmarks.md): release builds in $(FIRN_CACHE)/target-release, Python peers
 # in $(FIRN_CACHE)/bench-venv (bench/python-env.sh). Knobs are environment variables documented
 # at the top of each script (e.g. `make bench-ingest SCALE=3300` for a 10M-message backlog).
-bench: bench-ingest bench-freshness bench-silver
+bench: bench-ingest bench-freshness bench-silver bench-relay
 
 bench-ingest:
 	@$(TANSU) install
@@ -103,6 +103,10 @@ bench-freshness:
 
 bench-silver:
 	bench/silver.sh
+
+bench-relay:
+	@$(TANSU) install
+	bench/relay.sh
 
 clean-cache:
 	@echo "==> stopping test postgres and removing $(FIRN_CACHE)"

@@ -428,6 +428,66 @@ async fn publish_timeout_and_lost_response() {
 }
 
 #[tokio::test]
+async fn control_api_reports_when_a_label_became_visible_and_the_clock() {
+    let server = server().await;
+    server.set_fault(FaultRule::times(
+        Fault::PublishTimeout {
+            visible_after_ms: 300,
+        },
+        1,
+    ));
+    let r = stream_load(
+        &server,
+        &with(&[("label", "v1")]),
+        r#"[{"id":1,"name":"a","ver":1}]"#,
+    )
+    .await;
+    assert_eq!(r["Status"], "Publish Timeout");
+    let control = |path: &str| {
+        let url = format!("{}/__fake/{path}", server.fe_url());
+        async move {
+            client()
+                .get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        }
+    };
+    let txn = |txns: Value| {
+        txns.as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["label"] == "v1")
+            .cloned()
+            .unwrap()
+    };
+    let committed = txn(control("txns").await);
+    assert_eq!(committed["state"], "COMMITTED");
+    assert!(committed["visible_at_ms"].is_null(), "{committed}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let visible = txn(control("txns").await);
+    assert_eq!(visible["state"], "VISIBLE");
+    let (finished, shown) = (
+        visible["finished_at_ms"].as_u64().unwrap(),
+        visible["visible_at_ms"].as_u64().unwrap(),
+    );
+    assert!(shown >= finished + 300, "{visible}");
+    let clock = control("clock").await;
+    assert!(clock["now_ms"].as_u64().unwrap() >= shown, "{clock}");
+    let wall = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    assert!(
+        clock["unix_ms"].as_u64().unwrap().abs_diff(wall) < 60_000,
+        "{clock}"
+    );
+}
+
+#[tokio::test]
 async fn response_json_has_exact_keys_in_order() {
     let server = server().await;
     let (_, text) = stream_load_raw(

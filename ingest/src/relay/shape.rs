@@ -10,7 +10,7 @@
 //! key that produced no row gets a delete (`__op: 1`, key columns only).
 
 use std::collections::BTreeSet;
-use std::fmt::Write as _;
+use std::io::Write as _;
 use std::sync::Arc;
 
 use arrow_array::{Array, ArrayRef, RecordBatch};
@@ -23,8 +23,7 @@ use datafusion::sql::TableReference;
 use firn_catalog::tables::bronze_columns::{SOURCE_POS, SOURCE_TS, TENANT};
 use iceberg::spec::{NestedField, PrimitiveType, Schema, Type};
 
-use crate::bronze::{BronzeRow, build_batch, iceberg_type};
-use crate::debezium::Op;
+use crate::bronze::{build_batch, iceberg_type};
 use crate::generator::format_decimal;
 use crate::relay::RelayError;
 use crate::relay::state::{GoldKey, InputSpec, KeyValue, ModelState};
@@ -210,21 +209,7 @@ fn input_batch(
         .build()
         .map_err(shape_error)?;
     let arrow = Arc::new(iceberg::arrow::schema_to_arrow_schema(&iceberg).map_err(shape_error)?);
-    let rows: Vec<BronzeRow> = state
-        .rows_for(table, keys)
-        .into_iter()
-        .map(|row| BronzeRow {
-            tenant: row.tenant.clone(),
-            op: Op::Create,
-            source_ts_micros: row.source_ts_micros,
-            source_pos: row.source_pos.clone(),
-            topic: row.topic.clone(),
-            partition: row.partition,
-            offset: row.offset,
-            ingested_at_micros: 0,
-            cells: row.cells.clone(),
-        })
-        .collect();
+    let rows = state.rows_for(table, keys);
     let (batch, refused) = build_batch(&arrow, &iceberg, &rows);
     for (index, reason) in &refused {
         tracing::warn!(table, row = index, %reason, "source row does not fit its column; left out");
@@ -260,7 +245,9 @@ fn rows_to_lines(
 ) -> Result<Shaped, RelayError> {
     let mut shaped = Shaped::default();
     let mut seen: BTreeSet<GoldKey> = BTreeSet::new();
-    let mut line = String::new();
+    // Straight into the body: a row is a few hundred bytes, and formatting each value into
+    // its own `String` first cost more than the model's SQL.
+    let out = &mut shaped.body;
     for batch in batches {
         let schema = batch.schema();
         let key_columns: Vec<&ArrayRef> = model
@@ -275,27 +262,38 @@ fn rows_to_lines(
                 })
             })
             .collect::<Result<_, _>>()?;
+        let names: Vec<Vec<u8>> = schema
+            .fields()
+            .iter()
+            .map(|field| {
+                let mut name = Vec::new();
+                push_name(&mut name, field.name());
+                name
+            })
+            .collect();
         for row in 0..batch.num_rows() {
             let key: GoldKey = key_columns
                 .iter()
                 .map(|array| key_value(array, row))
                 .collect::<Result<_, _>>()?;
-            if !keys.contains(&key) || !seen.insert(key.clone()) {
+            if !keys.contains(&key) {
                 continue;
             }
-            line.clear();
-            line.push('{');
-            for (index, field) in schema.fields().iter().enumerate() {
-                push_name(&mut line, field.name());
-                push_value(&mut line, batch.column(index), row)?;
-                line.push(',');
+            let version = state.version(&key).unwrap_or(0);
+            if !seen.insert(key) {
+                continue;
             }
-            push_name(&mut line, RELAY_VERSION);
-            let _ = write!(line, "{},", state.version(&key).unwrap_or(0));
-            push_name(&mut line, RELAY_LABEL);
-            push_string(&mut line, label);
-            line.push_str(",\"__op\":0}\n");
-            shaped.body.extend_from_slice(line.as_bytes());
+            out.push(b'{');
+            for (index, name) in names.iter().enumerate() {
+                out.extend_from_slice(name);
+                push_value(out, batch.column(index), row)?;
+                out.push(b',');
+            }
+            push_name(out, RELAY_VERSION);
+            let _ = write!(out, "{version},");
+            push_name(out, RELAY_LABEL);
+            push_string(out, label);
+            out.extend_from_slice(b",\"__op\":0}\n");
             shaped.upserts += 1;
         }
     }
@@ -305,9 +303,8 @@ fn rows_to_lines(
             row.insert(name.clone(), value.to_json());
         }
         row.insert("__op".into(), serde_json::Value::from(1));
-        let text = serde_json::to_string(&row).map_err(shape_error)?;
-        shaped.body.extend_from_slice(text.as_bytes());
-        shaped.body.push(b'\n');
+        serde_json::to_writer(&mut *out, &row).map_err(shape_error)?;
+        out.push(b'\n');
         shaped.deletes += 1;
     }
     Ok(shaped)
@@ -328,23 +325,23 @@ fn key_value(array: &ArrayRef, row: usize) -> Result<KeyValue, RelayError> {
     })
 }
 
-fn push_name(out: &mut String, name: &str) {
+fn push_name(out: &mut Vec<u8>, name: &str) {
     push_string(out, name);
-    out.push(':');
+    out.push(b':');
 }
 
-fn push_string(out: &mut String, text: &str) {
-    // serde_json escapes exactly as JSON requires.
-    out.push_str(&serde_json::Value::from(text).to_string());
+fn push_string(out: &mut Vec<u8>, text: &str) {
+    // serde_json escapes exactly as JSON requires; writing to a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
 }
 
 /// One value as StarRocks JSON loading reads it: numbers, strings, `DATE` as
 /// `YYYY-MM-DD`, `DATETIME` as `YYYY-MM-DD HH:MM:SS[.ffffff]` (UTC), decimals as exact text.
-pub fn push_value(out: &mut String, array: &ArrayRef, row: usize) -> Result<(), RelayError> {
+pub fn push_value(out: &mut Vec<u8>, array: &ArrayRef, row: usize) -> Result<(), RelayError> {
     use arrow_array::cast::AsArray;
     use arrow_array::types::*;
     if array.is_null(row) {
-        out.push_str("null");
+        out.extend_from_slice(b"null");
         return Ok(());
     }
     match array.data_type() {
@@ -364,7 +361,11 @@ pub fn push_value(out: &mut String, array: &ArrayRef, row: usize) -> Result<(), 
             let _ = write!(out, "{}", array.as_primitive::<Int64Type>().value(row));
         }
         DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => {
-            out.push_str(&array_value_to_string(array, row).map_err(shape_error)?);
+            out.extend_from_slice(
+                array_value_to_string(array, row)
+                    .map_err(shape_error)?
+                    .as_bytes(),
+            );
         }
         DataType::Float32 | DataType::Float64 => {
             let value = match array.data_type() {
@@ -374,7 +375,7 @@ pub fn push_value(out: &mut String, array: &ArrayRef, row: usize) -> Result<(), 
             if value.is_finite() {
                 let _ = write!(out, "{value}");
             } else {
-                out.push_str("null");
+                out.extend_from_slice(b"null");
             }
         }
         DataType::Decimal128(_, scale) => {
@@ -388,7 +389,7 @@ pub fn push_value(out: &mut String, array: &ArrayRef, row: usize) -> Result<(), 
                     epoch.checked_add_signed(chrono::TimeDelta::days(i64::from(days)))
                 })
                 .ok_or_else(|| RelayError::Shape(format!("date {days} is out of range")))?;
-            push_string(out, &date.format("%Y-%m-%d").to_string());
+            let _ = write!(out, "\"{}\"", date.format("%Y-%m-%d"));
         }
         DataType::Timestamp(unit, _) => {
             let raw = match unit {
@@ -407,12 +408,9 @@ pub fn push_value(out: &mut String, array: &ArrayRef, row: usize) -> Result<(), 
             };
             push_string(out, &datetime_text(raw)?);
         }
-        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
-            push_string(
-                out,
-                &array_value_to_string(array, row).map_err(shape_error)?,
-            );
-        }
+        DataType::Utf8 => push_string(out, array.as_string::<i32>().value(row)),
+        DataType::LargeUtf8 => push_string(out, array.as_string::<i64>().value(row)),
+        DataType::Utf8View => push_string(out, array.as_string_view().value(row)),
         _ => push_string(
             out,
             &array_value_to_string(array, row).map_err(shape_error)?,
@@ -439,20 +437,20 @@ pub fn batches_to_json(
     batches: &[RecordBatch],
 ) -> Result<Vec<serde_json::Map<String, serde_json::Value>>, RelayError> {
     let mut rows = Vec::new();
-    let mut text = String::new();
+    let mut text = Vec::new();
     for batch in batches {
         for row in 0..batch.num_rows() {
             text.clear();
-            text.push('{');
+            text.push(b'{');
             for (index, field) in batch.schema().fields().iter().enumerate() {
                 if index > 0 {
-                    text.push(',');
+                    text.push(b',');
                 }
                 push_name(&mut text, field.name());
                 push_value(&mut text, batch.column(index), row)?;
             }
-            text.push('}');
-            rows.push(serde_json::from_str(&text).map_err(shape_error)?);
+            text.push(b'}');
+            rows.push(serde_json::from_slice(&text).map_err(shape_error)?);
         }
     }
     Ok(rows)

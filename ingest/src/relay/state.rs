@@ -39,7 +39,7 @@ use datafusion::common::HashMap;
 use firn_catalog::commit::is_widening;
 use iceberg::spec::PrimitiveType;
 
-use crate::bronze::iceberg_type;
+use crate::bronze::{BronzeRow, iceberg_type};
 use crate::debezium::{Cell, CellValue, ChangeEvent, ColumnType, Op};
 
 /// One value of a key. Integers of any width compare as integers, so `orders.id` (long)
@@ -107,20 +107,19 @@ pub struct Change {
 
 /// The current row of a source key.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StoredRow {
-    pub tenant: String,
-    pub cells: Vec<Cell>,
-    pub source_ts_micros: Option<i64>,
-    pub source_pos: Option<String>,
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
+struct StoredRow {
+    /// Kept in bronze's form, so shaping hands it to [`crate::bronze::build_batch`] without
+    /// a copy (`op` is always `Create` and `ingested_at_micros` 0: silver has neither).
+    row: BronzeRow,
     gold_key: GoldKey,
 }
 
 impl StoredRow {
     fn order(&self) -> (&str, i64) {
-        (self.source_pos.as_deref().unwrap_or(""), self.offset)
+        (
+            self.row.source_pos.as_deref().unwrap_or(""),
+            self.row.offset,
+        )
     }
 }
 
@@ -223,7 +222,7 @@ impl ModelState {
     }
 
     /// The current rows of `table` that belong to any of `keys`, in a stable order.
-    pub fn rows_for<'a>(&'a self, table: &str, keys: &BTreeSet<GoldKey>) -> Vec<&'a StoredRow> {
+    pub fn rows_for<'a>(&'a self, table: &str, keys: &BTreeSet<GoldKey>) -> Vec<&'a BronzeRow> {
         let Some(input) = self.inputs.get(table) else {
             return Vec::new();
         };
@@ -231,6 +230,7 @@ impl ModelState {
             .filter_map(|key| input.by_gold.get(key))
             .flatten()
             .filter_map(|row_key| input.rows.get(row_key))
+            .map(|stored| &stored.row)
             .collect()
     }
 
@@ -299,13 +299,17 @@ impl InputState {
             self.rows.insert(
                 row_key,
                 StoredRow {
-                    tenant: change.tenant.clone(),
-                    cells: event.row.clone(),
-                    source_ts_micros: event.source_ts_micros,
-                    source_pos: event.source_pos.clone(),
-                    topic: change.topic.clone(),
-                    partition: change.partition,
-                    offset: change.offset,
+                    row: BronzeRow {
+                        tenant: change.tenant.clone(),
+                        op: Op::Create,
+                        source_ts_micros: event.source_ts_micros,
+                        source_pos: event.source_pos.clone(),
+                        topic: change.topic.clone(),
+                        partition: change.partition,
+                        offset: change.offset,
+                        ingested_at_micros: 0,
+                        cells: event.row.clone(),
+                    },
                     gold_key,
                 },
             );
