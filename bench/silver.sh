@@ -8,7 +8,8 @@
 #   3. twice, from step 2's state: CHANGE (default 1 %) more events appended to bronze,
 #      spread over all tenants (`spread`) or all in one tenant (`one-tenant`); then, from the
 #      same silver and bronze snapshots, `firn transform silver events --full` and the
-#      incremental `firn transform silver events` (which recomputes the touched tenants).
+#      incremental `firn transform silver events` (which recomputes the touched tenants, or
+#      runs full when they hold more than half of silver's rows).
 # Every run is measured as a process tree (bench/treemon.py: wall, CPU, peak RSS) and its row
 # count is checked against firn's. Results: Markdown on stdout and in $OUT/silver.md.
 #
@@ -112,7 +113,7 @@ change() {
     FIRN_CATALOG__URI="sqlite:$OUT/warehouse/catalog-$name-incremental.db" \
         tmon "incremental-$name" "$FIRN" --config firn.toml --json transform silver events
     C_IW[$name]=$WALL C_IC[$name]=$CPU C_IR[$name]=$RSS C_IROWS[$name]="$(field "$OUT/incremental-$name.out" rows)"
-    C_MODE[$name]="$("$PY" -c 'import json,sys; r=json.load(open(sys.argv[1]))[0]; print("%s, %d tenants recomputed" % (r["mode"], len(r["tenants"] or [])))' "$OUT/incremental-$name.out")"
+    C_MODE[$name]="$("$PY" -c 'import json,sys; r=json.load(open(sys.argv[1]))[0]; print("incremental, %d tenants recomputed" % len(r["tenants"]) if r["mode"] == "incremental" else "%s: %s" % (r["mode"], r.get("reason")))' "$OUT/incremental-$name.out")"
 }
 change spread 0
 change one-tenant 1

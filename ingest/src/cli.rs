@@ -109,8 +109,8 @@ pub struct TransformArgs {
     /// Compute only this tenant: read and replace only its partitions.
     #[arg(long)]
     pub tenant: Option<String>,
-    /// Silver: recompute from all of bronze instead of incrementally (gold always
-    /// recomputes from its inputs).
+    /// Silver: recompute from all of bronze instead of incrementally, even when silver is
+    /// up to date (gold always recomputes from its inputs).
     #[arg(long)]
     pub full: bool,
     /// Bytes that sorts, aggregates and joins may hold before they spill to disk.
@@ -125,13 +125,22 @@ pub struct TransformArgs {
 }
 
 impl TransformArgs {
-    fn engine(&self) -> firn_transforms::EngineOptions {
+    fn engine(&self) -> Result<firn_transforms::EngineOptions, CommandError> {
+        let minimum = firn_transforms::engine::MIN_MEMORY_LIMIT;
+        if self.memory_limit < minimum {
+            return Err(bad_input(format!(
+                "--memory-limit {} is below the minimum of {minimum} bytes ({} MiB): a run \
+                 needs room for a batch per partition of each spilling operator",
+                self.memory_limit,
+                minimum / (1024 * 1024)
+            )));
+        }
         let defaults = firn_transforms::EngineOptions::default();
-        firn_transforms::EngineOptions {
+        Ok(firn_transforms::EngineOptions {
             partitions: self.partitions.unwrap_or(defaults.partitions),
             memory_limit: self.memory_limit,
             spill_dir: self.spill_dir.clone(),
-        }
+        })
     }
 }
 
@@ -546,7 +555,7 @@ async fn transform_silver(
         options.target_file_size = config.commit.target_file_size;
         options.full = args.full;
         options.tenant = args.tenant.clone();
-        options.engine = args.engine();
+        options.engine = args.engine()?;
         if !json {
             eprintln!("==> silver.{}", source.table);
         }
@@ -561,11 +570,16 @@ async fn transform_silver(
                 .unwrap_or_else(|| "-".into());
             let read: u64 = report.reads.iter().map(|r| r.rows).sum();
             eprintln!(
-                "{} from {} snapshot {input}: {:?} ({}), read {read} rows, wrote {} rows",
+                "{} from {} snapshot {input}: {:?} ({}{}), read {read} rows, wrote {} rows",
                 report.table,
                 report.input_table,
                 report.status,
                 mode.unwrap_or("-"),
+                report
+                    .reason
+                    .as_ref()
+                    .map(|reason| format!(": {reason}"))
+                    .unwrap_or_default(),
                 report.rows
             );
         }
@@ -585,7 +599,8 @@ async fn transform_silver(
                 "input_snapshots": inputs, "base_input_snapshot": base,
                 "tenants": report.tenants, "read": reads_json(&report.reads),
                 "snapshot_id": report.snapshot_id, "rows": report.rows,
-                "data_files": report.data_files,
+                "data_files": report.data_files, "reason": report.reason,
+                "spilled": { "count": report.spilled.count, "bytes": report.spilled.bytes },
             }),
         ));
     }
@@ -620,7 +635,7 @@ async fn transform_gold(
         target_file_size: config.commit.target_file_size,
         as_of: args.as_of.clone(),
         tenant: args.tenant.clone(),
-        engine: args.engine(),
+        engine: args.engine()?,
     };
     for model in selected {
         if !json {

@@ -2,32 +2,47 @@
 //! bounded memory pool that spills to disk. Builds values only; the session it returns
 //! writes spill files when a plan runs.
 //!
-//! Memory: a [`FairSpillPool`] of `memory_limit` bytes shared by the spilling operators
-//! (sort, aggregate, join) of one run; a sort that does not fit spills sorted runs to the
-//! spill directory and merges them. Scans read one file at a time per partition, so the
-//! pool plus about one row group per partition is what a run holds.
+//! Memory: a greedy pool of `memory_limit` bytes shared by the operators of one run (the
+//! largest consumers are named when it runs out). An operator that cannot grow its share
+//! spills (an aggregation writes its sorted state, a sort its sorted runs, a repartition its
+//! buffered batches) or, for a partial aggregation, emits what it holds early. Greedy rather
+//! than fair: a fair pool divides the memory by every registered spilling operator, busy or
+//! idle, so silver's final aggregation got a twelfth of it and spilled where a greedy pool
+//! does not (docs/benchmarks.md). Scans read one file at a time per partition, so the pool
+//! plus about one row group per partition is what a run holds.
 
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use datafusion::error::Result;
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
-/// Default memory pool size: 1 GiB.
-pub const DEFAULT_MEMORY_LIMIT: usize = 1024 * 1024 * 1024;
+use crate::error::TransformError;
+
+/// Default memory pool size: 2 GiB, which holds silver's state for a million keys of the
+/// benchmark's rows (about 700 bytes per key) without spilling (docs/benchmarks.md).
+pub const DEFAULT_MEMORY_LIMIT: usize = 2 * 1024 * 1024 * 1024;
+
+/// The smallest pool a run accepts: below it a batch per partition of each aggregation or
+/// sort, plus the room an aggregation needs to sort its state when it spills, does not fit,
+/// and the run would fail only after reading its input.
+pub const MIN_MEMORY_LIMIT: usize = 64 * 1024 * 1024;
 
 /// The most a sorting partition reserves for merging spilled runs (DataFusion's default).
 const SORT_MERGE_RESERVATION: usize = 10 * 1024 * 1024;
+
+/// How many of the largest memory consumers an out-of-memory error names.
+const REPORTED_CONSUMERS: NonZeroUsize = NonZeroUsize::new(5).unwrap();
 
 /// How a transform uses the machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EngineOptions {
     /// Partitions of scans and of the plan above them (default: available cores).
     pub partitions: usize,
-    /// Bytes the spilling operators may hold before they spill.
+    /// Bytes the operators of a run may hold before they spill.
     pub memory_limit: usize,
     /// Where spill files go (default: the OS temporary directory).
     pub spill_dir: Option<PathBuf>,
@@ -46,14 +61,26 @@ impl Default for EngineOptions {
 }
 
 impl EngineOptions {
-    /// A session with these partitions, the memory pool and the spill directory.
-    pub fn session(&self) -> Result<SessionContext> {
+    /// A session with these partitions, the memory pool and the spill directory; refuses a
+    /// memory limit below [`MIN_MEMORY_LIMIT`].
+    pub fn session(&self) -> Result<SessionContext, TransformError> {
+        if self.memory_limit < MIN_MEMORY_LIMIT {
+            return Err(TransformError::InvalidOptions(format!(
+                "memory limit of {} bytes is below the minimum of {MIN_MEMORY_LIMIT} bytes \
+                 ({} MiB)",
+                self.memory_limit,
+                MIN_MEMORY_LIMIT / (1024 * 1024)
+            )));
+        }
         let mode = match &self.spill_dir {
             Some(dir) => DiskManagerMode::Directories(vec![dir.clone()]),
             None => DiskManagerMode::OsTmpDirectory,
         };
         let runtime = RuntimeEnvBuilder::new()
-            .with_memory_pool(Arc::new(FairSpillPool::new(self.memory_limit)))
+            .with_memory_pool(Arc::new(TrackConsumersPool::new(
+                GreedyMemoryPool::new(self.memory_limit),
+                REPORTED_CONSUMERS,
+            )))
             .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(mode))
             .build_arc()?;
         let partitions = self.partitions.max(1);

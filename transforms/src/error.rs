@@ -43,6 +43,10 @@ pub enum TransformError {
         source: std::io::Error,
     },
 
+    /// The run's options are unusable (e.g. a memory limit too small to run anything).
+    #[error("invalid options: {0}")]
+    InvalidOptions(String),
+
     /// The plan's output cannot be written to the existing output table.
     #[error("output `{table}` is incompatible with the plan: {message}")]
     IncompatibleOutput { table: String, message: String },
@@ -63,6 +67,7 @@ impl TransformError {
             | TransformError::InvalidInput { .. }
             | TransformError::InvalidModel { .. }
             | TransformError::ModelSql { .. }
+            | TransformError::InvalidOptions(_)
             | TransformError::IncompatibleOutput { .. } => true,
             TransformError::Iceberg { .. } => false,
         }

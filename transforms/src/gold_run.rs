@@ -313,7 +313,7 @@ pub async fn run_gold(
         return Ok(report);
     }
 
-    let (rows, files) = write_plan(&gold, plan, options.target_file_size).await?;
+    let (rows, files, _) = write_plan(&gold, plan, options.target_file_size, None).await?;
     report.rows = rows;
     report.data_files = files.len();
     report.reads = counted

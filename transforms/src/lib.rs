@@ -16,6 +16,8 @@
 //! - [`gold_run`]: I/O. `load_models` reads `sql/gold/*.sql`; `run_gold` runs one model over
 //!   pinned snapshots of its inputs and commits an overwrite of `gold.<model>` with lineage;
 //!   `run_all_gold` runs every configured model in dependency order.
+//! - [`latest`]: pure. `latest_row`, the aggregate that keeps the newest row per group
+//!   (silver's top-1 per key without sorting the events).
 //! - [`lineage`]: pure. Which input snapshots a derived table's rows reflect, per tenant;
 //!   whether bronze only grew since.
 //! - [`scan`]: I/O. An Iceberg snapshot as a DataFusion table with one partition per group
@@ -27,6 +29,7 @@ pub mod engine;
 pub mod error;
 pub mod gold;
 pub mod gold_run;
+pub mod latest;
 pub mod lineage;
 pub mod preview;
 pub mod run;
@@ -40,5 +43,7 @@ pub use gold_run::{
     GoldOptions, GoldReport, MODEL_FINGERPRINT, load_models, run_all_gold, run_gold,
 };
 pub use preview::preview;
-pub use run::{InputRead, SilverMode, SilverOptions, SilverReport, TransformStatus, run_silver};
+pub use run::{
+    InputRead, SilverMode, SilverOptions, SilverReport, Spilled, TransformStatus, run_silver,
+};
 pub use silver::{incremental_silver_plan, silver_plan};

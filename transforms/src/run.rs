@@ -13,9 +13,13 @@
 //! reads the bronze data files added since, finds the tenants they touch, and recomputes
 //! only those tenants from their previous silver rows, their older deletes and truncates and
 //! the new events; the other tenants' files stay. It commits exactly the rows a full run
-//! would (see [`crate::silver`] and the property test there). Anything else (a rollback or
-//! rewrite of bronze, no previous snapshot, a previous snapshot without the lineage columns,
-//! `full`) runs full.
+//! would (see [`crate::silver`] and the property test there). When the touched tenants hold
+//! more than [`SilverOptions::max_incremental_share`] of the previous silver rows (from the
+//! manifests' record counts), recomputing them would re-read most of silver plus their older
+//! deletes, which costs more than one pass over bronze: the run goes full instead. Anything
+//! else (a rollback or rewrite of bronze, no previous snapshot, a previous snapshot without
+//! the lineage columns, `full`, even on an up-to-date input) runs full too; the report says
+//! why ([`SilverReport::reason`]).
 //!
 //! `tenant` restricts a run to one tenant: only its bronze and silver partitions are read
 //! and only its silver partition is replaced; the snapshot lists it in `firn.tenants`, and
@@ -25,7 +29,8 @@
 //!
 //! Every silver snapshot records `firn.input-snapshots = {"bronze.<table>": <id>}` in its
 //! summary, and `firn.mode` (full or incremental). A run whose input is the snapshot the
-//! rows in scope were computed from does nothing ([`TransformStatus::UpToDate`]). The commit
+//! rows in scope were computed from does nothing ([`TransformStatus::UpToDate`]) unless it
+//! is asked to run full. The commit
 //! id is derived from the table, the tenant scope, the input snapshot and the silver
 //! snapshot the run replaces, never from the clock, so a run retried after a crash or an
 //! unknown commit outcome finds its own commit in the history
@@ -53,6 +58,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use arrow_array::{ArrayRef, RecordBatch, StringArray, new_null_array};
 use arrow_schema::SchemaRef;
 use datafusion::arrow::compute::cast;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::Partitioning;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream, execute_stream_partitioned};
 use datafusion::prelude::{DataFrame, Expr, SessionContext, ident, lit};
 use firn_catalog::commit::is_widening;
 use firn_catalog::history::{self, INPUT_SNAPSHOTS};
@@ -71,11 +79,14 @@ use iceberg::table::Table;
 use crate::engine::EngineOptions;
 use crate::error::TransformError;
 use crate::lineage::{self, BASE_INPUT, MODE, TENANTS};
-use crate::scan::{FileSelection, SnapshotTable, data_files};
+use crate::scan::{FileSelection, SnapshotTable, data_files, record_count};
 use crate::silver::{SILVER_LINEAGE_COLUMNS, SILVER_TENANT, incremental_silver_plan, silver_plan};
 
 /// Default size at which silver data files roll over.
 pub const DEFAULT_TARGET_FILE_SIZE: u64 = 128 * 1024 * 1024;
+
+/// Default [`SilverOptions::max_incremental_share`].
+pub const DEFAULT_MAX_INCREMENTAL_SHARE: f64 = 0.5;
 
 /// How to run silver for one table.
 #[derive(Debug, Clone)]
@@ -90,6 +101,10 @@ pub struct SilverOptions {
     pub full: bool,
     /// Compute only this tenant: read and replace only its partitions.
     pub tenant: Option<String>,
+    /// An incremental run whose changed tenants hold more than this share of the previous
+    /// silver rows (in scope) runs full instead: it would re-read nearly all of silver plus
+    /// the older deletes, which costs more than reading bronze once.
+    pub max_incremental_share: f64,
     /// Partitions, memory pool and spill directory.
     pub engine: EngineOptions,
 }
@@ -102,6 +117,7 @@ impl SilverOptions {
             target_file_size: DEFAULT_TARGET_FILE_SIZE,
             full: false,
             tenant: None,
+            max_incremental_share: DEFAULT_MAX_INCREMENTAL_SHARE,
             engine: EngineOptions::default(),
         }
     }
@@ -182,6 +198,8 @@ pub struct SilverReport {
     pub status: TransformStatus,
     /// How the rows were computed; `None` when nothing was computed.
     pub mode: Option<SilverMode>,
+    /// Why the run chose `mode` (e.g. why it ran full).
+    pub reason: Option<String>,
     /// The tenants whose partitions were replaced; `None` for the whole table.
     pub tenants: Option<Vec<String>>,
     /// What was read, with row counts (empty unless rows were computed).
@@ -192,6 +210,14 @@ pub struct SilverReport {
     /// Rows and data files written by this run (0 unless `Committed`).
     pub rows: u64,
     pub data_files: usize,
+    /// What the plan spilled to disk under the memory pool.
+    pub spilled: Spilled,
+}
+
+/// Whether recomputing tenants that hold `changed_rows` of `all_rows` previous silver rows
+/// costs more than a full rebuild: their share is above `max_share`. Pure.
+pub fn incremental_too_costly(changed_rows: u64, all_rows: u64, max_share: f64) -> bool {
+    all_rows > 0 && changed_rows as f64 > max_share * all_rows as f64
 }
 
 /// `column IN (values)` over strings, for DataFusion.
@@ -223,8 +249,9 @@ impl Counted {
     }
 }
 
-/// Registers a scan as a DataFrame, restricted to `tenants` (pruned in the scan, filtered
-/// exactly in the plan) when given, and remembers it for the report.
+/// Registers a scan as a DataFrame, restricted to `tenants` (files pruned in the scan, rows
+/// filtered exactly in the plan by a hash lookup) when given, and remembers it for the
+/// report.
 fn read(
     ctx: &SessionContext,
     scan: SnapshotTable,
@@ -234,7 +261,7 @@ fn read(
     (table, snapshot_id, part): (&TableName, i64, &'static str),
 ) -> Result<DataFrame, TransformError> {
     let scan = match tenants {
-        Some(tenants) => scan.with_predicate(iceberg_in(tenant_column, tenants)),
+        Some(tenants) => scan.with_file_filter(tenant_column, iceberg_in(tenant_column, tenants)),
         None => scan,
     };
     counted.push(Counted {
@@ -265,11 +292,13 @@ pub async fn run_silver(
         input_snapshot_id: None,
         status: TransformStatus::NoInput,
         mode: None,
+        reason: None,
         tenants: None,
         reads: Vec::new(),
         snapshot_id: None,
         rows: 0,
         data_files: 0,
+        spilled: Spilled::default(),
     };
     let input = match options.as_of {
         Some(id) if bronze.metadata().snapshot_by_id(id).is_some() => id,
@@ -308,7 +337,9 @@ pub async fn run_silver(
         })
         .collect();
     let bases = bases.filter(|bases| !bases.is_empty());
-    if let Some(bases) = &bases
+    // `--full` recomputes even an up-to-date input.
+    if !options.full
+        && let Some(bases) = &bases
         && bases.iter().all(|base| *base == input)
         && let Some(current) = existing
             .as_ref()
@@ -334,13 +365,30 @@ pub async fn run_silver(
                         .all(|column| schema.field_by_name(column).is_some())
                 })
             });
-    let mode = match (&bases, options.full, has_lineage) {
-        (Some(bases), false, true) => lineage::appended_since(&bronze.metadata_ref(), bases, input)
-            .map_or(SilverMode::Full, |base| SilverMode::Incremental { base }),
-        _ => SilverMode::Full,
+    let (mut mode, mut reason) = match (&bases, options.full, has_lineage) {
+        (_, true, _) => (SilverMode::Full, "a full rebuild was asked for".to_string()),
+        (None, _, _) => (
+            SilverMode::Full,
+            "no previous silver rows computed from this bronze table".to_string(),
+        ),
+        (Some(_), _, false) => (
+            SilverMode::Full,
+            "the previous silver snapshot lacks the lineage columns".to_string(),
+        ),
+        (Some(bases), false, true) => {
+            match lineage::appended_since(&bronze.metadata_ref(), bases, input) {
+                Some(base) => (
+                    SilverMode::Incremental { base },
+                    format!("bronze only grew since snapshot {base}"),
+                ),
+                None => (
+                    SilverMode::Full,
+                    "bronze was rewritten or rolled back since the previous input".to_string(),
+                ),
+            }
+        }
     };
-    report.mode = Some(mode);
-    tracing::info!(table = %silver_name, input, mode = mode.name(), tenant = ?options.tenant, "computing silver");
+    tracing::info!(table = %silver_name, input, mode = mode.name(), reason, tenant = ?options.tenant, "computing silver");
 
     let ctx = options.engine.session()?;
     let partitions = options.engine.partitions;
@@ -349,110 +397,139 @@ pub async fn run_silver(
             .map_err(TransformError::iceberg("open snapshot", &bronze_name))
     };
     let mut counted = Vec::new();
-    let (plan, replaced) = match mode {
-        SilverMode::Full => {
-            let frame = read(
-                &ctx,
-                bronze_scan()?,
-                bronze_columns::TENANT,
-                scope.as_ref(),
-                &mut counted,
-                (&bronze_name, input, "all"),
-            )?;
-            (
-                Some(silver_plan(frame, &options.key_columns)),
-                scope.clone(),
+    let mut plan = None;
+    let mut replaced = scope.clone();
+    if let SilverMode::Incremental { base } = mode {
+        let old_files = Arc::new(
+            data_files(&bronze, base)
+                .await
+                .map_err(TransformError::iceberg("plan scan", &bronze_name))?,
+        );
+        let added = || {
+            Ok::<_, TransformError>(
+                bronze_scan()?.with_files(FileSelection::Except(old_files.clone())),
             )
+        };
+        // The tenants the added files touch (a scan of their tenant column only).
+        let touched = read(
+            &ctx,
+            added()?,
+            bronze_columns::TENANT,
+            scope.as_ref(),
+            &mut counted,
+            (&bronze_name, input, "tenants of added files"),
+        )?
+        .select(vec![ident(bronze_columns::TENANT)])?
+        .distinct()?
+        .collect()
+        .await?;
+        let mut changed = BTreeSet::new();
+        for batch in &touched {
+            let column = cast(batch.column(0), &arrow_schema::DataType::Utf8).map_err(|err| {
+                datafusion::error::DataFusionError::ArrowError(Box::new(err), None)
+            })?;
+            if let Some(values) = column.as_any().downcast_ref::<StringArray>() {
+                changed.extend(values.iter().flatten().map(str::to_string));
+            }
         }
-        SilverMode::Incremental { base } => {
-            let old_files = Arc::new(
-                data_files(&bronze, base)
+        tracing::info!(table = %silver_name, base, tenants = changed.len(), "tenants with new bronze events");
+        let (silver_table, silver_snapshot) = existing
+            .clone()
+            .zip(silver_current.as_ref().map(|s| s.snapshot_id()))
+            .ok_or_else(|| TransformError::InvalidInput {
+                table: silver_name.to_string(),
+                message: "no previous snapshot for an incremental run".into(),
+            })?;
+        // The previous rows the changed tenants hold, against all previous rows in scope
+        // (from the manifests: silver is partitioned by tenant).
+        let silver_rows = |tenants: Option<&BTreeSet<String>>| {
+            record_count(
+                &silver_table,
+                silver_snapshot,
+                tenants.map(|tenants| iceberg_in(SILVER_TENANT, tenants)),
+            )
+        };
+        let (changed_rows, all_rows) = if changed.is_empty() {
+            (0, 0)
+        } else {
+            (
+                silver_rows(Some(&changed))
                     .await
-                    .map_err(TransformError::iceberg("plan scan", &bronze_name))?,
+                    .map_err(TransformError::iceberg("plan scan", &silver_name))?,
+                silver_rows(scope.as_ref())
+                    .await
+                    .map_err(TransformError::iceberg("plan scan", &silver_name))?,
+            )
+        };
+        if incremental_too_costly(changed_rows, all_rows, options.max_incremental_share) {
+            mode = SilverMode::Full;
+            reason = format!(
+                "the {} tenants with new events hold {changed_rows} of {all_rows} previous rows, \
+                 more than the incremental limit of {:.0} %: a full rebuild is cheaper",
+                changed.len(),
+                options.max_incremental_share * 100.0
             );
-            let added = || {
-                Ok::<_, TransformError>(
-                    bronze_scan()?.with_files(FileSelection::Except(old_files.clone())),
-                )
-            };
-            // The tenants the added files touch (a scan of their tenant column only).
-            let touched = read(
+            tracing::info!(table = %silver_name, reason, "running full instead");
+        } else if changed.is_empty() {
+            // Bronze moved without new rows in scope: commit the new input only.
+            replaced = Some(changed);
+        } else {
+            let delta = read(
                 &ctx,
                 added()?,
                 bronze_columns::TENANT,
-                scope.as_ref(),
+                Some(&changed),
                 &mut counted,
-                (&bronze_name, input, "tenants of added files"),
-            )?
-            .select(vec![ident(bronze_columns::TENANT)])?
-            .distinct()?
-            .collect()
-            .await?;
-            let mut changed = BTreeSet::new();
-            for batch in &touched {
-                let column =
-                    cast(batch.column(0), &arrow_schema::DataType::Utf8).map_err(|err| {
-                        datafusion::error::DataFusionError::ArrowError(Box::new(err), None)
-                    })?;
-                if let Some(values) = column.as_any().downcast_ref::<StringArray>() {
-                    changed.extend(values.iter().flatten().map(str::to_string));
-                }
-            }
-            tracing::info!(table = %silver_name, base, tenants = ?changed, "tenants with new bronze events");
-            if changed.is_empty() {
-                // Bronze moved without new rows in scope: commit the new input only.
-                (None, Some(changed))
-            } else {
-                let delta = read(
-                    &ctx,
-                    added()?,
-                    bronze_columns::TENANT,
-                    Some(&changed),
-                    &mut counted,
-                    (&bronze_name, input, "added files"),
-                )?;
-                let older_scan = bronze_scan()?
-                    .with_files(FileSelection::Only(old_files.clone()))
-                    .with_predicate(
-                        Reference::new(bronze_columns::OP)
-                            .is_in([Datum::string("d"), Datum::string("t")]),
-                    );
-                let older = read(
-                    &ctx,
-                    older_scan,
-                    bronze_columns::TENANT,
-                    Some(&changed),
-                    &mut counted,
-                    (&bronze_name, input, "older deletes and truncates"),
-                )?;
-                let (silver_table, silver_snapshot) = existing
-                    .clone()
-                    .zip(silver_current.as_ref().map(|s| s.snapshot_id()))
-                    .ok_or_else(|| TransformError::InvalidInput {
-                        table: silver_name.to_string(),
-                        message: "no previous snapshot for an incremental run".into(),
-                    })?;
-                let previous = read(
-                    &ctx,
-                    SnapshotTable::try_new(silver_table, silver_snapshot, partitions)
-                        .map_err(TransformError::iceberg("open snapshot", &silver_name))?,
-                    SILVER_TENANT,
-                    Some(&changed),
-                    &mut counted,
-                    (&silver_name, silver_snapshot, "previous rows"),
-                )?;
-                (
-                    Some(incremental_silver_plan(
-                        previous,
-                        older,
-                        delta,
-                        &options.key_columns,
-                    )),
-                    Some(changed),
-                )
-            }
+                (&bronze_name, input, "added files"),
+            )?;
+            // Deletes and truncates are a few percent of the events: the op predicate
+            // filters rows in the reader (only the op column is decoded for the others);
+            // the tenants only prune files.
+            let older_scan = bronze_scan()?
+                .with_files(FileSelection::Only(old_files.clone()))
+                .with_predicate(
+                    Reference::new(bronze_columns::OP)
+                        .is_in([Datum::string("d"), Datum::string("t")]),
+                );
+            let older = read(
+                &ctx,
+                older_scan,
+                bronze_columns::TENANT,
+                Some(&changed),
+                &mut counted,
+                (&bronze_name, input, "older deletes and truncates"),
+            )?;
+            let previous = read(
+                &ctx,
+                SnapshotTable::try_new(silver_table, silver_snapshot, partitions)
+                    .map_err(TransformError::iceberg("open snapshot", &silver_name))?,
+                SILVER_TENANT,
+                Some(&changed),
+                &mut counted,
+                (&silver_name, silver_snapshot, "previous rows"),
+            )?;
+            plan = Some(incremental_silver_plan(
+                previous,
+                older,
+                delta,
+                &options.key_columns,
+            ));
+            replaced = Some(changed);
         }
-    };
+    }
+    if mode == SilverMode::Full {
+        let frame = read(
+            &ctx,
+            bronze_scan()?,
+            bronze_columns::TENANT,
+            scope.as_ref(),
+            &mut counted,
+            (&bronze_name, input, "all"),
+        )?;
+        plan = Some(silver_plan(frame, &options.key_columns));
+    }
+    report.mode = Some(mode);
+    report.reason = Some(reason);
     let plan = plan.transpose().map_err(|err| match err.find_root() {
         datafusion::error::DataFusionError::Plan(message) => TransformError::InvalidInput {
             table: bronze_name.to_string(),
@@ -514,10 +591,13 @@ pub async fn run_silver(
         return Ok(report);
     }
 
-    let (rows, files) = match plan {
-        Some(plan) => write_plan(&silver, plan, options.target_file_size).await?,
-        None => (0, Vec::new()),
+    let (rows, files, spilled) = match plan {
+        Some(plan) => {
+            write_plan(&silver, plan, options.target_file_size, Some(SILVER_TENANT)).await?
+        }
+        None => (0, Vec::new(), Spilled::default()),
     };
+    report.spilled = spilled;
     report.rows = rows;
     report.data_files = files.len();
     report.reads = counted.iter().map(Counted::report).collect();
@@ -696,25 +776,105 @@ pub(crate) async fn prepare_output(
 /// A progress line every this many rows written.
 const PROGRESS_ROWS: u64 = 1_000_000;
 
+/// What DataFusion's spilling operators wrote to disk during a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Spilled {
+    /// Spill files written.
+    pub count: u64,
+    pub bytes: u64,
+}
+
+impl Spilled {
+    /// The spills of every operator of an executed plan.
+    fn of(plan: &dyn ExecutionPlan) -> Spilled {
+        let own = plan
+            .metrics()
+            .map_or(Spilled::default(), |metrics| Spilled {
+                count: metrics.spill_count().unwrap_or(0) as u64,
+                bytes: metrics.spilled_bytes().unwrap_or(0) as u64,
+            });
+        plan.children()
+            .into_iter()
+            .map(|child| Spilled::of(child.as_ref()))
+            .fold(own, |a, b| Spilled {
+                count: a.count + b.count,
+                bytes: a.bytes + b.bytes,
+            })
+    }
+}
+
 /// Executes `plan` and writes its rows as data files of `table` (conformed to the table's
-/// schema); returns the rows written and the files, not yet committed.
+/// schema); returns the rows written, the files (not yet committed) and what the plan
+/// spilled. With `split_by` (a partition column of `table`), the rows are hash-partitioned
+/// by it and every plan partition is written by its own task, so that encoding and
+/// compressing Parquet uses every core while each table partition still gets its files
+/// from one writer.
 pub(crate) async fn write_plan(
     table: &Table,
     plan: DataFrame,
     target_file_size: u64,
+    split_by: Option<&str>,
+) -> Result<(u64, Vec<DataFile>, Spilled), TransformError> {
+    let partitions = plan.task_ctx().session_config().target_partitions();
+    let plan = match split_by {
+        Some(column) if partitions > 1 => {
+            plan.repartition(Partitioning::Hash(vec![ident(column)], partitions))?
+        }
+        _ => plan,
+    };
+    let task = Arc::new(plan.task_ctx());
+    let physical = plan.create_physical_plan().await?;
+    let streams = match split_by {
+        Some(_) => execute_stream_partitioned(physical.clone(), task)?,
+        None => vec![execute_stream(physical.clone(), task)?],
+    };
+    let written = Arc::new(AtomicU64::new(0));
+    let writers: Vec<_> = streams
+        .into_iter()
+        .map(|stream| {
+            tokio::spawn(write_stream(
+                table.clone(),
+                stream,
+                target_file_size,
+                written.clone(),
+            ))
+        })
+        .collect();
+    let mut rows = 0;
+    let mut files = Vec::new();
+    for writer in futures::future::join_all(writers).await {
+        let (written, written_files) = writer
+            .map_err(|err| datafusion::error::DataFusionError::ExecutionJoin(Box::new(err)))??;
+        rows += written;
+        files.extend(written_files);
+    }
+    let spilled = Spilled::of(physical.as_ref());
+    if spilled.count > 0 {
+        tracing::info!(table = %table.identifier(), spills = spilled.count, bytes = spilled.bytes, "the plan spilled to disk");
+    }
+    Ok((rows, files, spilled))
+}
+
+/// Writes one stream of plan batches into data files of `table`; `written` counts the rows
+/// of every writer of the run, for progress lines.
+async fn write_stream(
+    table: Table,
+    mut stream: SendableRecordBatchStream,
+    target_file_size: u64,
+    written: Arc<AtomicU64>,
 ) -> Result<(u64, Vec<DataFile>), TransformError> {
-    let mut sink = DataFileSink::new(table, target_file_size).await?;
+    let mut sink = DataFileSink::new(&table, target_file_size).await?;
     let target = sink.arrow_schema().clone();
-    let mut stream = plan.execute_stream().await?;
-    let mut next_progress = PROGRESS_ROWS;
     while let Some(batch) = stream.next().await {
         let batch = conform(&batch?, &target)?;
-        if batch.num_rows() > 0 {
-            sink.write(batch).await?;
+        if batch.num_rows() == 0 {
+            continue;
         }
-        if sink.rows() >= next_progress {
-            tracing::info!(table = %table.identifier(), rows = sink.rows(), "writing");
-            next_progress = sink.rows() + PROGRESS_ROWS;
+        let rows = batch.num_rows() as u64;
+        sink.write(batch).await?;
+        let before = written.fetch_add(rows, Ordering::Relaxed);
+        if (before + rows) / PROGRESS_ROWS > before / PROGRESS_ROWS {
+            tracing::info!(table = %table.identifier(), rows = before + rows, "writing");
         }
     }
     let rows = sink.rows();

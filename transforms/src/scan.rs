@@ -13,12 +13,13 @@
 //! incremental silver run reads only the bronze files added since its base snapshot.
 
 use std::any::Any;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use arrow_schema::SchemaRef;
+use arrow_array::RecordBatch;
+use arrow_schema::{Field, Schema as ArrowSchema, SchemaRef};
 use datafusion::catalog::Session;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result as DFResult};
@@ -33,7 +34,7 @@ use datafusion::physical_plan::{
 use datafusion::prelude::Expr;
 use futures::{StreamExt, TryStreamExt};
 use iceberg::arrow::{ArrowReaderBuilder, schema_to_arrow_schema};
-use iceberg::expr::Predicate;
+use iceberg::expr::{Bind, Predicate};
 use iceberg::io::FileIO;
 use iceberg::scan::FileScanTask;
 use iceberg::table::Table;
@@ -70,6 +71,8 @@ pub struct SnapshotTable {
     schema: SchemaRef,
     files: FileSelection,
     predicate: Option<Predicate>,
+    /// Prunes files only (see [`SnapshotTable::with_file_filter`]).
+    file_filter: Option<(String, Predicate)>,
     partitions: usize,
     rows_read: Arc<AtomicU64>,
 }
@@ -88,13 +91,23 @@ impl SnapshotTable {
                 )
             })?;
         let schema = snapshot.schema(table.metadata())?;
-        let schema = Arc::new(schema_to_arrow_schema(&schema)?);
+        // Without the Parquet field-id metadata iceberg puts on each field: the reader has
+        // resolved columns by id already, and DataFusion refuses a union of inputs whose
+        // field metadata differ (bronze events with previous silver rows).
+        let schema = schema_to_arrow_schema(&schema)?;
+        let fields: Vec<Field> = schema
+            .fields()
+            .iter()
+            .map(|field| field.as_ref().clone().with_metadata(HashMap::new()))
+            .collect();
+        let schema = Arc::new(ArrowSchema::new(fields));
         Ok(SnapshotTable {
             table,
             snapshot_id,
             schema,
             files: FileSelection::All,
             predicate: None,
+            file_filter: None,
             partitions: partitions.max(1),
             rows_read: Arc::new(AtomicU64::new(0)),
         })
@@ -113,6 +126,17 @@ impl SnapshotTable {
             Some(existing) => existing.and(predicate),
             None => predicate,
         });
+        self
+    }
+
+    /// Reads only the data files that may hold rows matching `predicate`, a predicate on
+    /// `column` (a partition column: a tenant scope), without filtering rows: neither
+    /// `predicate` nor a DataFusion filter on `column` alone pushed into the scan is
+    /// applied to rows by iceberg's reader, whose IN list costs one string comparison per
+    /// listed value and row. The plan above must filter on `column` exactly (DataFusion's
+    /// IN list is a hash set).
+    pub fn with_file_filter(mut self, column: &str, predicate: Predicate) -> Self {
+        self.file_filter = Some((column.to_string(), predicate));
         self
     }
 
@@ -137,15 +161,53 @@ impl SnapshotTable {
             Some(columns) => builder.select(columns),
             None => builder.select_all(),
         };
-        let pushed = convert_filters_to_predicate(filters);
-        let predicate = match (self.predicate.clone(), pushed) {
+        // Filters on the file-filter column alone prune files; the others filter rows too.
+        let (file_only, row_filters): (Vec<Expr>, Vec<Expr>) =
+            filters.iter().cloned().partition(|filter| {
+                self.file_filter.as_ref().is_some_and(|(column, _)| {
+                    let columns = filter.column_refs();
+                    !columns.is_empty() && columns.iter().all(|c| c.name() == column)
+                })
+            });
+        let and = |a: Option<Predicate>, b: Option<Predicate>| match (a, b) {
             (Some(a), Some(b)) => Some(a.and(b)),
             (a, b) => a.or(b),
         };
-        if let Some(predicate) = predicate {
+        let rows = and(
+            self.predicate.clone(),
+            convert_filters_to_predicate(&row_filters),
+        );
+        let files = and(
+            self.file_filter
+                .as_ref()
+                .map(|(_, predicate)| predicate.clone()),
+            convert_filters_to_predicate(&file_only),
+        );
+        if let Some(predicate) = and(rows.clone(), files.clone()) {
             builder = builder.with_filter(predicate);
         }
-        let tasks: Vec<FileScanTask> = builder.build()?.plan_files().await?.try_collect().await?;
+        let mut tasks: Vec<FileScanTask> =
+            builder.build()?.plan_files().await?.try_collect().await?;
+        if files.is_some() {
+            // The planned tasks carry the whole predicate as their row filter: keep only
+            // the row part.
+            let bound = match rows {
+                Some(rows) => {
+                    let schema = self
+                        .table
+                        .metadata()
+                        .snapshot_by_id(self.snapshot_id)
+                        .map(|snapshot| snapshot.schema(self.table.metadata()))
+                        .transpose()?
+                        .unwrap_or_else(|| self.table.metadata().current_schema().clone());
+                    Some(rows.rewrite_not().bind(schema, true)?)
+                }
+                None => None,
+            };
+            for task in &mut tasks {
+                task.predicate = bound.clone();
+            }
+        }
         let mut kept = Vec::with_capacity(tasks.len());
         for task in tasks {
             if !task.deletes.is_empty() {
@@ -177,6 +239,21 @@ pub async fn data_files(table: &Table, snapshot_id: i64) -> iceberg::Result<Hash
         .try_collect()
         .await?;
     Ok(tasks.into_iter().map(|task| task.data_file_path).collect())
+}
+
+/// The rows of a snapshot's data files that may match `filter` (all files without one),
+/// from the manifests' record counts: exact when `filter` is on identity partition columns.
+pub async fn record_count(
+    table: &Table,
+    snapshot_id: i64,
+    filter: Option<Predicate>,
+) -> iceberg::Result<u64> {
+    let mut builder = table.scan().snapshot_id(snapshot_id).select_empty();
+    if let Some(filter) = filter {
+        builder = builder.with_filter(filter);
+    }
+    let tasks: Vec<FileScanTask> = builder.build()?.plan_files().await?.try_collect().await?;
+    Ok(tasks.iter().filter_map(|task| task.record_count).sum())
 }
 
 /// Spreads files over at most `groups` groups of about equal bytes: largest file first,
@@ -361,11 +438,16 @@ impl ExecutionPlan for FileGroupsExec {
             let tasks = futures::stream::iter(tasks.into_iter().map(Ok)).boxed();
             Ok::<_, iceberg::Error>(reader.read(tasks)?.stream())
         };
+        let schema = self.schema.clone();
         let stream = futures::stream::once(open)
             .try_flatten()
             .map_err(|err| DataFusionError::External(Box::new(err)))
-            .inspect_ok(move |batch| {
+            .and_then(move |batch| {
                 rows_read.fetch_add(batch.num_rows() as u64, Ordering::Relaxed);
+                // The same columns under the scan's schema (no field-id metadata).
+                let batch = RecordBatch::try_new(schema.clone(), batch.columns().to_vec())
+                    .map_err(|err| DataFusionError::ArrowError(Box::new(err), None));
+                futures::future::ready(batch)
             });
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             self.schema.clone(),

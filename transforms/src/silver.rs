@@ -46,12 +46,14 @@ use datafusion::common::JoinType;
 use datafusion::common::ScalarValue;
 use datafusion::dataframe::DataFrame;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::functions_window::expr_fn::row_number;
-use datafusion::logical_expr::{Expr, ExprFunctionExt, SortExpr};
+use datafusion::functions::core::expr_fn::{get_field, named_struct};
+use datafusion::logical_expr::Expr;
 use datafusion::prelude::{cast, coalesce, ident, lit};
 use firn_catalog::tables::bronze_columns::{
     INGESTED_AT, OFFSET, OP, PARTITION, SOURCE_POS, SOURCE_TS, TENANT, TOPIC,
 };
+
+use crate::latest::latest_row;
 
 /// Name of the tenant column in silver.
 pub const SILVER_TENANT: &str = "tenant";
@@ -71,7 +73,7 @@ pub const BRONZE_METADATA_COLUMNS: [&str; 8] = [
     INGESTED_AT,
 ];
 
-const ROW_NUMBER: &str = "__firn_row_number";
+const LATEST: &str = "__firn_latest";
 const TRUNCATE_TENANT: &str = "__firn_truncate_tenant";
 const TRUNCATE_POS: &str = "__firn_truncate_pos";
 const TRUNCATE_OFFSET: &str = "__firn_truncate_offset";
@@ -92,14 +94,37 @@ fn position() -> Expr {
     coalesce(vec![ident(SOURCE_POS), lit("")])
 }
 
-/// Newest event first, with deterministic tie-breakers (see the module docs).
-fn newest_first() -> Vec<SortExpr> {
-    vec![
-        position().sort(false, false),
-        ident(OFFSET).sort(false, false),
-        ident(TOPIC).sort(false, false),
-        ident(PARTITION).sort(false, false),
-    ]
+/// The newest row of every `group_by` group of `frame`, with `columns`: the greatest by
+/// (position, offset, topic, partition), the deterministic order of the module docs. One
+/// hash aggregation ([`latest_row`]): no event is sorted, and a row is copied only when it
+/// wins.
+fn newest_per(frame: DataFrame, group_by: Vec<Expr>, columns: &[&str]) -> Result<DataFrame> {
+    let mut fields = Vec::new();
+    for column in columns {
+        fields.push(lit(*column));
+        fields.push(ident(*column));
+    }
+    let key = named_struct(vec![
+        lit("position"),
+        position(),
+        lit(OFFSET),
+        ident(OFFSET),
+        lit(TOPIC),
+        ident(TOPIC),
+        lit(PARTITION),
+        ident(PARTITION),
+    ]);
+    frame
+        .aggregate(
+            group_by,
+            vec![latest_row(named_struct(fields), key).alias(LATEST)],
+        )?
+        .select(
+            columns
+                .iter()
+                .map(|column| get_field(ident(LATEST), *column).alias(*column))
+                .collect::<Vec<_>>(),
+        )
 }
 
 /// Builds the silver plan over a bronze change log; see the module docs for the semantics
@@ -108,35 +133,30 @@ pub fn silver_plan(bronze: DataFrame, key_columns: &[String]) -> Result<DataFram
     validate(&bronze, key_columns)?;
     let sources = source_columns(&bronze);
 
-    // The newest non-truncate event of every (tenant, key).
-    let mut partition_by = vec![ident(TENANT)];
-    partition_by.extend(key_columns.iter().map(ident));
-    let latest_per_key = row_number()
-        .partition_by(partition_by)
-        .order_by(newest_first())
-        .build()?
-        .alias(ROW_NUMBER);
-    let latest = bronze
-        .clone()
-        .filter(ident(OP).not_eq(lit("t")))?
-        .window(vec![latest_per_key])?
-        .filter(ident(ROW_NUMBER).eq(lit(1u64)))?;
+    // The newest non-truncate event of every (tenant, key), with what silver outputs and
+    // its op.
+    let mut group_by = vec![ident(TENANT)];
+    group_by.extend(key_columns.iter().map(ident));
+    let mut carried = vec![TENANT, OP];
+    carried.extend(sources.iter().map(String::as_str));
+    carried.extend(SILVER_LINEAGE_COLUMNS);
+    let latest = newest_per(
+        bronze.clone().filter(ident(OP).not_eq(lit("t")))?,
+        group_by,
+        &carried,
+    )?;
 
     // The newest truncate of every tenant.
-    let latest_truncate = row_number()
-        .partition_by(vec![ident(TENANT)])
-        .order_by(newest_first())
-        .build()?
-        .alias(ROW_NUMBER);
-    let truncates = bronze
-        .filter(ident(OP).eq(lit("t")))?
-        .window(vec![latest_truncate])?
-        .filter(ident(ROW_NUMBER).eq(lit(1u64)))?
-        .select(vec![
-            ident(TENANT).alias(TRUNCATE_TENANT),
-            position().alias(TRUNCATE_POS),
-            ident(OFFSET).alias(TRUNCATE_OFFSET),
-        ])?;
+    let truncates = newest_per(
+        bronze.filter(ident(OP).eq(lit("t")))?,
+        vec![ident(TENANT)],
+        &[TENANT, SOURCE_POS, OFFSET, TOPIC, PARTITION],
+    )?
+    .select(vec![
+        ident(TENANT).alias(TRUNCATE_TENANT),
+        position().alias(TRUNCATE_POS),
+        ident(OFFSET).alias(TRUNCATE_OFFSET),
+    ])?;
 
     let after_truncate = ident(TRUNCATE_TENANT)
         .is_null()
