@@ -356,9 +356,9 @@ async fn label_reuse_and_eviction() {
     assert_eq!(server.load_state(DB, "e1"), Some("UNKNOWN"));
 }
 
-#[tokio::test]
-async fn publish_timeout_and_lost_response() {
-    let server = server().await;
+/// Loads one row under `label` while the server answers "Publish Timeout" once (the load
+/// becomes visible 300 ms later).
+async fn load_with_publish_timeout(server: &StreamLoadServer, label: &str) {
     server.set_fault(FaultRule::times(
         Fault::PublishTimeout {
             visible_after_ms: 300,
@@ -366,12 +366,18 @@ async fn publish_timeout_and_lost_response() {
         1,
     ));
     let r = stream_load(
-        &server,
-        &with(&[("label", "p1")]),
+        server,
+        &with(&[("label", label)]),
         r#"[{"id":1,"name":"a","ver":1}]"#,
     )
     .await;
     assert_eq!(r["Status"], "Publish Timeout");
+}
+
+#[tokio::test]
+async fn publish_timeout_and_lost_response() {
+    let server = server().await;
+    load_with_publish_timeout(&server, "p1").await;
     assert_eq!(get_load_state(&server, "p1").await["state"], "COMMITTED");
     assert!(server.rows(DB, TABLE).unwrap().is_empty());
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -430,19 +436,7 @@ async fn publish_timeout_and_lost_response() {
 #[tokio::test]
 async fn control_api_reports_when_a_label_became_visible_and_the_clock() {
     let server = server().await;
-    server.set_fault(FaultRule::times(
-        Fault::PublishTimeout {
-            visible_after_ms: 300,
-        },
-        1,
-    ));
-    let r = stream_load(
-        &server,
-        &with(&[("label", "v1")]),
-        r#"[{"id":1,"name":"a","ver":1}]"#,
-    )
-    .await;
-    assert_eq!(r["Status"], "Publish Timeout");
+    load_with_publish_timeout(&server, "v1").await;
     let control = |path: &str| {
         let url = format!("{}/__fake/{path}", server.fe_url());
         async move {
