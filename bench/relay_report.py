@@ -8,7 +8,7 @@ in the phase's directory: the relay's /usr/bin/time -v report (relay.time), its 
       rows equal the report's rows, the hot table equals order_facts computed from the
       generator's expected final orders and order_items (DIR/expected).
   relay_report.py latency DIR      event-to-visible latency: per hot row (visible time of the
-      row's label on the test server − relay_version, the produce time of the key's newest
+      row's label on the test server − relay_version's time part, the produce time of the key's newest
       event) and per event from the relay's histogram (metrics.txt; bucket upper bounds).
 
 Prints one JSON object; exits 1 when a check fails. Reads files only (I/O).
@@ -159,7 +159,8 @@ def latency(directory: Path) -> int:
     visible = {t["label"]: (start_unix_ms + t["visible_at_ms"]) / 1e3
                for t in txns if t["state"] == "VISIBLE"}
     rows = json.loads((directory / "rows.json").read_text())
-    lags = [visible[r["relay_label"]] - r["relay_version"] / 1e6 for r in rows]
+    # relay_version = newest source time (ms) x 1,000,000 + changes applied to the key.
+    lags = [visible[r["relay_label"]] - (r["relay_version"] // 1_000_000) / 1e3 for r in rows]
     producer = json.loads((directory / "producer.json").read_text())
     usage = resources(directory / "relay.time")
     per_label = collections.Counter(t["label"] for t in txns if t["state"] == "VISIBLE")

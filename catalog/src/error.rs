@@ -57,6 +57,12 @@ pub enum CatalogError {
     #[error("commit to `{table}` lost the race {attempts} times; giving up")]
     TooManyConflicts { table: String, attempts: u32 },
 
+    /// Another writer claimed the relay ledger of a hot table after this one did: this
+    /// process is a zombie (paused past a takeover, or a second relay on the same table) and
+    /// must stop instead of recording or acknowledging anything.
+    #[error("relay ledger of `{table}` was claimed by another relay; this one stops")]
+    Fenced { table: String },
+
     /// The outcome of a commit could not be determined even after reading the history.
     #[error("commit `{commit_id}` to `{table}` has an unknown outcome: {message}")]
     UnknownOutcome {
@@ -109,7 +115,8 @@ impl CatalogError {
             | CatalogError::InvalidName { .. }
             | CatalogError::TableNotFound(_)
             | CatalogError::InvalidOperation { .. }
-            | CatalogError::Rejected { .. } => false,
+            | CatalogError::Rejected { .. }
+            | CatalogError::Fenced { .. } => false,
         }
     }
 

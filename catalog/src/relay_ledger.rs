@@ -13,6 +13,18 @@
 //! `firn_relay_positions` (next Kafka offset per hot table and partition) and
 //! `firn_relay_epochs` (a random id per hot table, created with its first entry, that labels
 //! carry so a fresh ledger never collides with labels an older one used).
+//!
+//! # One writer per hot table
+//!
+//! A relay [claims](RelayLedger::claim) a hot table's ledger on start, which stores a fresh
+//! owner token in `firn_relay_owners`. Every [`record`](RelayLedger::record) and
+//! [`ack`](RelayLedger::ack) checks the token in its own transaction (an `UPDATE` of the
+//! owner row, which also serialises it against a claim on Postgres), so once a newer relay
+//! has claimed the table, a zombie — a process paused past a takeover, or one whose
+//! database writes were still in flight when it was killed — fails with
+//! [`CatalogError::Fenced`] and can neither add a stale batch nor move positions. A write
+//! that committed before the claim is seen by the claimer's [`load`](RelayLedger::load),
+//! which runs after the claim.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -131,8 +143,41 @@ const EPOCHS_TABLE: &str = "CREATE TABLE IF NOT EXISTS firn_relay_epochs (
     hot_table VARCHAR(255) NOT NULL PRIMARY KEY,
     epoch VARCHAR(64) NOT NULL)";
 
+const OWNERS_TABLE: &str = "CREATE TABLE IF NOT EXISTS firn_relay_owners (
+    hot_table VARCHAR(255) NOT NULL PRIMARY KEY,
+    owner VARCHAR(64) NOT NULL,
+    claimed_at_ms BIGINT NOT NULL)";
+
+/// Touches the owner row only when `owner` still holds it: one affected row means the
+/// caller still owns the table (and, on Postgres, holds the row lock until it commits).
+const CHECK_OWNER: &str = "UPDATE firn_relay_owners SET claimed_at_ms = claimed_at_ms
+    WHERE hot_table = $1 AND owner = $2";
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
+}
+
+/// Whether `owner` still holds `hot_table`, checked inside the transaction `$tx`.
+macro_rules! owns {
+    ($tx:expr, $hot_table:expr, $owner:expr) => {
+        sqlx::query(CHECK_OWNER)
+            .bind($hot_table)
+            .bind($owner)
+            .execute(&mut *$tx)
+            .await?
+            .rows_affected()
+            == 1
+    };
+}
+
+fn fenced_unless(owned: bool, hot_table: &str) -> Result<()> {
+    if owned {
+        Ok(())
+    } else {
+        Err(CatalogError::Fenced {
+            table: hot_table.to_string(),
+        })
+    }
 }
 
 impl RelayLedger {
@@ -182,11 +227,25 @@ impl RelayLedger {
             ledger_table(body_type),
             POSITIONS_TABLE.into(),
             EPOCHS_TABLE.into(),
+            OWNERS_TABLE.into(),
         ] {
             on_pool!(ledger, pool => sqlx::query(&statement).execute(pool).await.map(|_| ()))
                 .map_err(CatalogError::db("create the relay ledger"))?;
         }
         Ok(ledger)
+    }
+
+    /// Makes the caller the only writer of `hot_table`'s ledger (see the module docs) and
+    /// returns its owner token, which [`record`](Self::record) and [`ack`](Self::ack) take.
+    pub async fn claim(&self, hot_table: &str) -> Result<String> {
+        let owner = uuid::Uuid::new_v4().simple().to_string();
+        let upsert = "INSERT INTO firn_relay_owners (hot_table, owner, claimed_at_ms)
+            VALUES ($1, $2, $3)
+            ON CONFLICT (hot_table) DO UPDATE
+            SET owner = excluded.owner, claimed_at_ms = excluded.claimed_at_ms";
+        on_pool!(self, pool => sqlx::query(upsert).bind(hot_table).bind(&owner).bind(now_ms()).execute(pool).await.map(|_| ()))
+            .map_err(CatalogError::db("claim the relay ledger"))?;
+        Ok(owner)
     }
 
     /// The hot table's epoch: the stored one, or `candidate` if the table has none yet.
@@ -245,9 +304,10 @@ impl RelayLedger {
         })
     }
 
-    /// Records a batch and moves the table's positions past its ranges, atomically. An
-    /// entry recorded as `Acked` (a batch with nothing to load) only moves the positions.
-    pub async fn record(&self, entry: &LedgerEntry) -> Result<()> {
+    /// Records a batch and moves the table's positions past its ranges, atomically, if
+    /// `owner` still holds the table ([`CatalogError::Fenced`] otherwise). An entry recorded
+    /// as `Acked` (a batch with nothing to load) only moves the positions.
+    pub async fn record(&self, entry: &LedgerEntry, owner: &str) -> Result<()> {
         let ranges =
             serde_json::to_string(&entry.ranges).map_err(|err| CatalogError::InvalidOperation {
                 operation: "record a relay batch",
@@ -268,6 +328,9 @@ impl RelayLedger {
             ($pool:expr) => {{
                 let record = async {
                     let mut tx = $pool.begin().await?;
+                    if !owns!(tx, &entry.hot_table, owner) {
+                        return Ok(false);
+                    }
                     sqlx::query(insert)
                         .bind(&entry.hot_table)
                         .bind(entry.seq)
@@ -289,31 +352,68 @@ impl RelayLedger {
                             .execute(&mut *tx)
                             .await?;
                     }
-                    tx.commit().await
+                    tx.commit().await.map(|()| true)
                 };
                 record.await
             }};
         }
-        let outcome: std::result::Result<(), sqlx::Error> = match &self.pool {
+        let outcome: std::result::Result<bool, sqlx::Error> = match &self.pool {
             Pool::Sqlite(pool) => record_on!(pool),
             Pool::Postgres(pool) => record_on!(pool),
         };
-        outcome.map_err(CatalogError::db("record a relay batch"))
+        fenced_unless(
+            outcome.map_err(CatalogError::db("record a relay batch"))?,
+            &entry.hot_table,
+        )
     }
 
-    /// Marks an entry acknowledged, drops its body, keeps `dead_letters` (JSON text of rows
-    /// StarRocks refused) and prunes old acknowledged entries.
-    pub async fn ack(&self, hot_table: &str, seq: i64, dead_letters: Option<&str>) -> Result<()> {
+    /// Marks an entry acknowledged if `owner` still holds the table
+    /// ([`CatalogError::Fenced`] otherwise), drops its body, keeps `dead_letters` (JSON text
+    /// of rows StarRocks refused) and prunes old acknowledged entries.
+    pub async fn ack(
+        &self,
+        hot_table: &str,
+        seq: i64,
+        dead_letters: Option<&str>,
+        owner: &str,
+    ) -> Result<()> {
         let update = "UPDATE firn_relay_ledger
             SET state = 'acked', body = NULL, dead_letters = $1, acked_at_ms = $2
             WHERE hot_table = $3 AND seq = $4";
-        on_pool!(self, pool => sqlx::query(update).bind(dead_letters).bind(now_ms()).bind(hot_table).bind(seq).execute(pool).await.map(|_| ()))
-            .map_err(CatalogError::db("acknowledge a relay batch"))?;
         let prune = "DELETE FROM firn_relay_ledger
             WHERE hot_table = $1 AND state = 'acked' AND seq < $2";
-        on_pool!(self, pool => sqlx::query(prune).bind(hot_table).bind(seq - KEEP_ACKED).execute(pool).await.map(|_| ()))
-            .map_err(CatalogError::db("prune the relay ledger"))?;
-        Ok(())
+        macro_rules! ack_on {
+            ($pool:expr) => {{
+                let ack = async {
+                    let mut tx = $pool.begin().await?;
+                    if !owns!(tx, hot_table, owner) {
+                        return Ok(false);
+                    }
+                    sqlx::query(update)
+                        .bind(dead_letters)
+                        .bind(now_ms())
+                        .bind(hot_table)
+                        .bind(seq)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(prune)
+                        .bind(hot_table)
+                        .bind(seq - KEEP_ACKED)
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await.map(|()| true)
+                };
+                ack.await
+            }};
+        }
+        let outcome: std::result::Result<bool, sqlx::Error> = match &self.pool {
+            Pool::Sqlite(pool) => ack_on!(pool),
+            Pool::Postgres(pool) => ack_on!(pool),
+        };
+        fenced_unless(
+            outcome.map_err(CatalogError::db("acknowledge a relay batch"))?,
+            hot_table,
+        )
     }
 
     /// Every entry's (seq, label, state) for a table, oldest first (audits and tests).
@@ -355,17 +455,18 @@ mod tests {
         assert_eq!(ledger.load(table).await.unwrap(), LedgerState::default());
         assert_eq!(ledger.epoch(table, "e1").await.unwrap(), "e1");
         assert_eq!(ledger.epoch(table, "e2").await.unwrap(), "e1");
+        let owner = ledger.claim(table).await.unwrap();
         ledger
-            .record(&entry(0, 1, EntryState::Pending))
+            .record(&entry(0, 1, EntryState::Pending), &owner)
             .await
             .unwrap();
-        ledger.ack(table, 0, Some("[]")).await.unwrap();
+        ledger.ack(table, 0, Some("[]"), &owner).await.unwrap();
         ledger
-            .record(&entry(1, 5, EntryState::Acked))
+            .record(&entry(1, 5, EntryState::Acked), &owner)
             .await
             .unwrap();
         ledger
-            .record(&entry(2, 9, EntryState::Pending))
+            .record(&entry(2, 9, EntryState::Pending), &owner)
             .await
             .unwrap();
 
@@ -380,5 +481,47 @@ mod tests {
         assert_eq!(again.labels(table).await.unwrap().len(), 3);
         // Another table's ledger is separate.
         assert_eq!(again.load("firn_hot.other").await.unwrap().next_seq, 0);
+    }
+
+    /// A relay that claimed the table after another one fences the first: the zombie can
+    /// neither record a batch nor acknowledge one, and the claimer's state is untouched.
+    #[tokio::test]
+    async fn a_newer_claim_fences_the_older_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let database = CatalogDatabase::Sqlite(dir.path().join("catalog.db"));
+        let ledger = RelayLedger::connect(&database, None).await.unwrap();
+        let table = "firn_hot.order_facts";
+        let zombie = ledger.claim(table).await.unwrap();
+        ledger
+            .record(&entry(0, 1, EntryState::Pending), &zombie)
+            .await
+            .unwrap();
+        let owner = ledger.claim(table).await.unwrap();
+        assert_ne!(owner, zombie);
+        let before = ledger.load(table).await.unwrap();
+
+        let late = ledger
+            .record(&entry(1, 5, EntryState::Pending), &zombie)
+            .await;
+        assert!(matches!(late, Err(CatalogError::Fenced { .. })), "{late:?}");
+        let late_ack = ledger.ack(table, 0, None, &zombie).await;
+        assert!(
+            matches!(late_ack, Err(CatalogError::Fenced { .. })),
+            "{late_ack:?}"
+        );
+        assert!(!late.unwrap_err().is_retryable());
+        assert_eq!(ledger.load(table).await.unwrap(), before);
+
+        // The new owner goes on from what the zombie recorded before the claim.
+        assert_eq!(before.pending, vec![entry(0, 1, EntryState::Pending)]);
+        ledger.ack(table, 0, None, &owner).await.unwrap();
+        ledger
+            .record(&entry(1, 5, EntryState::Pending), &owner)
+            .await
+            .unwrap();
+        assert_eq!(ledger.load(table).await.unwrap().next_seq, 2);
+        // Another table's claim is separate.
+        let other = ledger.claim("firn_hot.other").await.unwrap();
+        assert!(ledger.ack(table, 1, None, &other).await.is_err());
     }
 }

@@ -4,10 +4,11 @@
 -- One Primary Key table per relayed gold model, with the same columns as the Iceberg
 -- table gold.<model> so the hot and the cold path agree row for row. Rules that matter:
 -- * the tenant leads the key, so tenants never share a row;
--- * relay_version is the merge_condition column (`merge_condition: relay_version`): the
---   newest source commit time (epoch us) of any change applied to the key's source rows,
---   deletes included, so it never decreases while the key lives and a replayed older
---   batch never overwrites a newer row. (The model's own source_version is the newest
+-- * relay_version is the merge_condition column (`merge_condition: relay_version`):
+--   newest source commit time (epoch ms) of any change applied to the key's source rows
+--   x 1,000,000 + the number of those changes, deletes included, so it grows with every
+--   change while the key lives and a replayed older batch never overwrites a newer row,
+--   even one from the same source transaction. (The model's own source_version is the newest
 --   time among the *current* rows: deleting the newest order item lowers it, so it cannot
 --   be the merge condition.) Deletes are not conditional in StarRocks, see the README;
 -- * relay_label records the Stream Load label that wrote the row, for audits.
@@ -27,7 +28,7 @@ CREATE TABLE IF NOT EXISTS firn_hot.order_facts (
     items_total     DECIMAL(18, 2)  NULL,
     order_total     DECIMAL(12, 2)  NULL,
     source_version  BIGINT          NULL     COMMENT 'gold.order_facts.source_version: newest source commit time (epoch us) of the current rows',
-    relay_version   BIGINT          NOT NULL COMMENT 'newest source commit time (epoch us) of any change to the key; merge_condition',
+    relay_version   BIGINT          NOT NULL COMMENT 'newest source commit time (epoch ms) x 1000000 + changes to the key; merge_condition',
     relay_label     VARCHAR(128)    NULL     COMMENT 'Stream Load label of the batch that wrote the row'
 )
 PRIMARY KEY (tenant, order_id)

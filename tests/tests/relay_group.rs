@@ -4,7 +4,8 @@
 //! within the session timeout, resends what the ledger had pending, and the hot table ends
 //! equal to `gold.order_facts` with no label committed twice. SIGTERM then stops the
 //! survivor cleanly. Tenant shards (`relay.tenants`): relays serving disjoint tenants load
-//! their own rows under their own ledgers, and together equal gold.
+//! their own rows under their own ledgers, and together equal gold. On a Postgres catalog a
+//! newer claim on a hot table's ledger fences the older relay.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -12,8 +13,10 @@ use std::process::{Child, Command};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
-use firn_catalog::relay_ledger::RelayLedger;
+use firn_catalog::CatalogError;
+use firn_catalog::relay_ledger::{EntryState, LedgerEntry, OffsetRange, RelayLedger};
 use firn_ingest::relay;
+use firn_tests::Lake;
 use firn_tests::relay_harness::{
     DB, TABLE, assert_no_label_committed_twice, generator, hot_differences, relay_command,
     relay_config, relay_options, server, setup, write_relay_config,
@@ -230,4 +233,52 @@ async fn tenant_shards_load_their_own_tenants_and_together_equal_gold() {
             );
         }
     }
+}
+
+/// The ledger on a Postgres catalog (what several relay hosts share): after a second relay
+/// claims the hot table, the first can neither record a batch nor acknowledge one.
+#[tokio::test]
+async fn a_newer_claim_fences_the_older_relay_on_a_postgres_ledger() {
+    let lake = Lake::postgres().await;
+    let database = lake.config.catalog_database().unwrap();
+    let first = RelayLedger::connect(&database, None).await.unwrap();
+    let second = RelayLedger::connect(&database, None).await.unwrap();
+    let key = format!("{DB}.{TABLE}");
+    let entry = |seq: i64| LedgerEntry {
+        hot_table: key.clone(),
+        seq,
+        label: format!("label-{seq}"),
+        ranges: vec![OffsetRange {
+            topic: "cdc.acme.shop.orders".into(),
+            partition: 0,
+            first: seq * 10,
+            last: seq * 10 + 9,
+        }],
+        rows: 10,
+        body: b"{}\n".to_vec(),
+        state: EntryState::Pending,
+    };
+    let zombie = first.claim(&key).await.unwrap();
+    first.record(&entry(0), &zombie).await.unwrap();
+    let owner = second.claim(&key).await.unwrap();
+    let seen = second.load(&key).await.unwrap();
+    assert_eq!(seen.pending, vec![entry(0)]);
+
+    let late = first.record(&entry(1), &zombie).await;
+    assert!(matches!(late, Err(CatalogError::Fenced { .. })), "{late:?}");
+    let late_ack = first.ack(&key, 0, None, &zombie).await;
+    assert!(
+        matches!(late_ack, Err(CatalogError::Fenced { .. })),
+        "{late_ack:?}"
+    );
+    assert_eq!(second.load(&key).await.unwrap(), seen);
+
+    second.ack(&key, 0, None, &owner).await.unwrap();
+    second.record(&entry(1), &owner).await.unwrap();
+    let now = second.load(&key).await.unwrap();
+    assert_eq!(now.pending, vec![entry(1)]);
+    assert_eq!(
+        now.positions.get(&("cdc.acme.shop.orders".to_string(), 0)),
+        Some(&20)
+    );
 }

@@ -29,7 +29,10 @@
 //! # Scope
 //!
 //! One relay process owns all partitions of its topics (static assignment) and is the only
-//! writer of its hot tables. Deletes are not conditional in StarRocks: while a full replay
+//! writer of its hot tables. It claims each table's ledger on start; a relay that another
+//! one has claimed since (a zombie) is fenced at its next record or acknowledgement and
+//! stops, and a stale body it still sends can never overwrite a newer row: the relay
+//! version grows with every change of a key ([`state`]). Deletes are not conditional in StarRocks: while a full replay
 //! with a fresh ledger runs, a key can briefly show an older state, and the table is equal to
 //! gold again when the replay reaches the end.
 
@@ -190,6 +193,8 @@ struct HotTable {
     /// `database.table` (`database.table[shard]` for a tenant shard): the ledger key.
     ledger_key: String,
     epoch: String,
+    /// This process's claim on the ledger key ([`RelayLedger::claim`]).
+    owner: String,
     state: ModelState,
     /// Next offset per partition covered by the ledger (recorded batches).
     recorded: BTreeMap<(String, i32), i64>,
@@ -276,6 +281,9 @@ pub async fn run(
     .await?;
     let mut report = RelayReport::default();
     for table in &mut tables {
+        // Claimed before the load: a zombie's write lands before the claim (and is loaded)
+        // or is fenced.
+        table.owner = ledger.claim(&table.ledger_key).await?;
         let candidate = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
         table.epoch = ledger.epoch(&table.ledger_key, &candidate).await?;
         let saved = ledger.load(&table.ledger_key).await?;
@@ -758,7 +766,7 @@ async fn cut(
             EntryState::Pending
         },
     };
-    ledger.record(&entry).await?;
+    ledger.record(&entry, &table.owner).await?;
     table.next_seq += 1;
     for range in &closed.ranges {
         table
@@ -918,7 +926,12 @@ async fn acknowledge(
         Some(serde_json::Value::from(summary).to_string())
     };
     ledger
-        .ack(&table.ledger_key, flight.seq, refused.as_deref())
+        .ack(
+            &table.ledger_key,
+            flight.seq,
+            refused.as_deref(),
+            &table.owner,
+        )
         .await?;
     for range in &flight.ranges {
         table
@@ -1025,6 +1038,7 @@ async fn hot_tables(
                 Some(shard) => format!("{}.{}[{shard}]", options.target.database, model.name),
             },
             epoch: String::new(),
+            owner: String::new(),
             state: ModelState::new(inputs),
             recorded: BTreeMap::new(),
             acked: BTreeMap::new(),

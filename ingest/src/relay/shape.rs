@@ -584,7 +584,8 @@ pub(crate) mod tests {
         assert_eq!(upsert["ordered_at"], "2023-11-14 22:13:20");
         assert_eq!(upsert["order_date"], "2023-11-14");
         assert_eq!(upsert["source_version"], 1_000_004);
-        assert_eq!(upsert["relay_version"], 1_000_004);
+        // Newest source time 1,000 ms, three changes applied to the key.
+        assert_eq!(upsert["relay_version"], 1_000_000_003_i64);
         assert_eq!(upsert["relay_label"], "lbl");
         assert_eq!(upsert["__op"], 0);
         assert_eq!(

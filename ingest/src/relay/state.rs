@@ -21,11 +21,18 @@
 //!
 //! # The relay version
 //!
-//! Every gold key carries a *relay version*: the newest source timestamp (µs) of any event
-//! applied to any of its input rows since the key last had no rows at all. It only grows
-//! while the key lives, so it is the hot table's `merge_condition` column. The gold model's
-//! own `source_version` cannot be: it is a maximum over the *current* item rows, so deleting
-//! the newest item lowers it and StarRocks would refuse the corrected row.
+//! Every gold key carries a *relay version*, the hot table's `merge_condition` column:
+//! `newest × 1,000,000 + changes`, where `newest` is the newest source time (ms) of any
+//! event applied to the key's input rows and `changes` counts those events (capped at
+//! 999,999), both since the key last had no rows at all. It grows with *every* applied
+//! change, so two different states of a key never share a version and a stale body sent
+//! late (a zombie's load, a label StarRocks evicted) can never overwrite a newer row —
+//! not even one written by the same source transaction, whose events share a timestamp.
+//! Both parts depend only on which events were applied, not on how the partitions
+//! interleaved, so a relay that rebuilt its state after a restart continues the versions
+//! it loaded before. The gold model's own `source_version` cannot be the condition: it is
+//! a maximum over the *current* item rows, so deleting the newest item lowers it and
+//! StarRocks would refuse the corrected row.
 //!
 //! Memory is proportional to the live rows of the input tables (each row's decoded cells,
 //! plus one index entry and one version per live gold key); deleted rows leave nothing.
@@ -149,7 +156,40 @@ struct InputState {
 #[derive(Debug, Clone)]
 pub struct ModelState {
     inputs: BTreeMap<String, InputState>,
-    versions: HashMap<GoldKey, i64>,
+    versions: HashMap<GoldKey, KeyVersion>,
+}
+
+/// The parts of a gold key's relay version (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct KeyVersion {
+    newest_ms: i64,
+    changes: i64,
+}
+
+/// The most changes a relay version counts; a key with more keeps the same count until its
+/// source time moves on.
+const MAX_COUNTED_CHANGES: i64 = 999_999;
+
+impl KeyVersion {
+    fn first(ts_micros: i64) -> KeyVersion {
+        KeyVersion {
+            newest_ms: ts_micros.div_euclid(1000),
+            changes: 1,
+        }
+    }
+
+    fn after(self, ts_micros: i64) -> KeyVersion {
+        KeyVersion {
+            newest_ms: self.newest_ms.max(ts_micros.div_euclid(1000)),
+            changes: (self.changes + 1).min(MAX_COUNTED_CHANGES),
+        }
+    }
+
+    fn encoded(self) -> i64 {
+        self.newest_ms
+            .saturating_mul(MAX_COUNTED_CHANGES + 1)
+            .saturating_add(self.changes)
+    }
 }
 
 impl ModelState {
@@ -188,7 +228,7 @@ impl ModelState {
 
     /// The relay version of a gold key that has rows (see the module docs).
     pub fn version(&self, key: &GoldKey) -> Option<i64> {
-        self.versions.get(key).copied()
+        self.versions.get(key).map(|version| version.encoded())
     }
 
     /// The columns seen so far for an input, in first-seen order.
@@ -249,8 +289,10 @@ impl ModelState {
                 .values()
                 .any(|input| input.by_gold.contains_key(key));
             if live {
-                let version = self.versions.entry(key.clone()).or_insert(ts);
-                *version = (*version).max(ts);
+                self.versions
+                    .entry(key.clone())
+                    .and_modify(|version| *version = version.after(ts))
+                    .or_insert_with(|| KeyVersion::first(ts));
             } else {
                 self.versions.remove(key);
             }
@@ -462,7 +504,8 @@ mod tests {
             tenant: "t0".into(),
             event: ChangeEvent {
                 op,
-                source_ts_micros: Some(ts),
+                // The tests speak of milliseconds, the relay version's unit.
+                source_ts_micros: Some(ts * 1000),
                 source_pos: Some(pos.into()),
                 row,
                 key: Vec::new(),
@@ -471,6 +514,11 @@ mod tests {
             partition: 0,
             offset,
         }
+    }
+
+    /// The encoded relay version of `changes` changes, the newest at `newest_ms`.
+    fn version(newest_ms: i64, changes: i64) -> Option<i64> {
+        Some(newest_ms * 1_000_000 + changes)
     }
 
     fn key(id: i64) -> GoldKey {
@@ -512,7 +560,8 @@ mod tests {
             )
             .unwrap();
         assert_eq!(state.live_rows(), 2);
-        assert_eq!(state.version(&key(1)), Some(20));
+        // Two changes applied (the older event was not).
+        assert_eq!(state.version(&key(1)), version(20, 2));
         state
             .apply(
                 "orders",
@@ -520,7 +569,7 @@ mod tests {
             )
             .unwrap();
         // The item still belongs to key 1, so the key lives on with a newer version.
-        assert_eq!(state.version(&key(1)), Some(30));
+        assert_eq!(state.version(&key(1)), version(30, 3));
         let gone = state
             .apply(
                 "order_items",
@@ -553,7 +602,7 @@ mod tests {
                 &change(Op::Create, "p3", 2, 20, item(1, 2, 3)),
             )
             .unwrap();
-        assert_eq!(state.version(&key(1)), Some(50));
+        assert_eq!(state.version(&key(1)), version(50, 3));
         // Deleting the newest item: gold's source_version would fall back to 20.
         state
             .apply(
@@ -561,7 +610,56 @@ mod tests {
                 &change(Op::Delete, "p4", 3, 60, item(1, 1, 3)),
             )
             .unwrap();
-        assert_eq!(state.version(&key(1)), Some(60));
+        assert_eq!(state.version(&key(1)), version(60, 4));
+    }
+
+    /// One source transaction (one timestamp) creating an order and its items, applied in
+    /// every interleaving of the two topics: each change raises the version, and the final
+    /// version is the same whatever the interleaving (a restarted relay continues it).
+    #[test]
+    fn every_change_raises_the_version_and_the_final_one_ignores_interleaving() {
+        let orders = [
+            change(Op::Create, "p1", 0, 7, vec![long("id", 1)]),
+            change(Op::Update, "p4", 1, 7, vec![long("id", 1), long("x", 2)]),
+        ];
+        let items: Vec<Change> = (1..=3)
+            .map(|line| {
+                change(
+                    Op::Create,
+                    &format!("p{}", line + 1),
+                    line,
+                    7,
+                    item(1, line, 1),
+                )
+            })
+            .collect();
+        let mut finals = BTreeSet::new();
+        // Bit i of `mask` says whether the i-th applied event comes from orders.
+        for mask in 0u32..(1 << (orders.len() + items.len())) {
+            if mask.count_ones() as usize != orders.len() {
+                continue;
+            }
+            let mut state = ModelState::new(vec![spec_orders(), spec_items()]);
+            let (mut next_order, mut next_item) = (orders.iter(), items.iter());
+            let mut previous = None;
+            for step in 0..orders.len() + items.len() {
+                if mask & (1 << step) != 0 {
+                    state.apply("orders", next_order.next().unwrap()).unwrap();
+                } else {
+                    state
+                        .apply("order_items", next_item.next().unwrap())
+                        .unwrap();
+                }
+                let now = state.version(&key(1));
+                assert!(
+                    now > previous,
+                    "step {step} of {mask:b}: {now:?} after {previous:?}"
+                );
+                previous = now;
+            }
+            finals.insert(previous);
+        }
+        assert_eq!(finals, BTreeSet::from([version(7, 5)]));
     }
 
     #[test]
