@@ -4,6 +4,7 @@
 #   $(FIRN_CACHE)/target   cargo target dir      $(FIRN_CACHE)/venv   Python test venv
 #   $(FIRN_CACHE)/pg       test PostgreSQL (or /tmp/firn-pg-$$UID when $$HOME is private)
 #   $(FIRN_CACHE)/tansu-0.6.0   the real Kafka-protocol broker for end-to-end tests
+#   $(FIRN_CACHE)/airflow-venv  Airflow 3.3.2 (+ pyiceberg, pytest) for the DAG tests
 
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -17,7 +18,9 @@ PYTHON_ENV := tests/scripts/python-env.sh
 POSTGRES := tests/scripts/postgres.sh
 MOTO := tests/scripts/moto.sh
 TANSU := tests/scripts/tansu.sh
+AIRFLOW_ENV := tests/scripts/airflow-env.sh
 VENV_PYTHON := $(FIRN_CACHE)/venv/bin/python
+AIRFLOW_PYTHON := $(FIRN_CACHE)/airflow-venv/bin/python
 
 NEXTEST_ARGS ?=
 PYTEST_ARGS ?= -q -p no:cacheprovider
@@ -32,8 +35,10 @@ TEST_ENV = FIRN_TEST_PYTHON=$(VENV_PYTHON) \
 # cargo-nextest is on the CI image; plain cargo test runs the same tests where it is not.
 NEXTEST = $(if $(shell command -v cargo-nextest),cargo nextest run --workspace --no-fail-fast --config-file tests/nextest.toml $(NEXTEST_ARGS),cargo test --workspace --no-fail-fast)
 PYTEST = $(VENV_PYTHON) -m pytest $(PYTEST_ARGS) tests/python
+# The DAG tests run the debug firn binary that the Rust suite builds.
+DAG_PYTEST = FIRN_BIN=$(CARGO_TARGET_DIR)/debug/firn $(AIRFLOW_PYTHON) -m pytest $(PYTEST_ARGS) airflow_dags/tests
 
-.PHONY: build demo test test-deps test-rust test-python lint fmt clean-cache pg-stop \
+.PHONY: build demo test test-deps test-rust test-python test-airflow lint fmt clean-cache pg-stop \
 	bench bench-ingest bench-freshness bench-silver bench-relay
 
 build:
@@ -51,6 +56,8 @@ demo:
 test-deps:
 	@echo "==> python test env ($(FIRN_CACHE)/venv)"
 	@$(PYTHON_ENV) >/dev/null
+	@echo "==> Airflow test env ($(FIRN_CACHE)/airflow-venv)"
+	@$(AIRFLOW_ENV) >/dev/null
 	@echo "==> test postgres ($$($(POSTGRES) url))"
 	@$(POSTGRES) start
 	@echo "==> test S3 API, moto ($$($(MOTO) url))"
@@ -65,6 +72,8 @@ test: test-deps
 	$(TEST_ENV) $(NEXTEST) || status=1; \
 	echo "==> pytest tests/python"; \
 	$(TEST_ENV) $(PYTEST) || status=1; \
+	echo "==> pytest airflow_dags/tests"; \
+	$(DAG_PYTEST) || status=1; \
 	if [ $$status -ne 0 ]; then echo "==> make test: FAILED (see above)"; fi; \
 	exit $$status
 
@@ -75,6 +84,12 @@ test-rust: test-deps
 test-python: test-deps
 	@echo "==> pytest tests/python"
 	$(TEST_ENV) $(PYTEST)
+
+# Needs the debug firn binary (`make build`).
+test-airflow:
+	@$(AIRFLOW_ENV) >/dev/null
+	@echo "==> pytest airflow_dags/tests"
+	$(DAG_PYTEST)
 
 lint:
 	@echo "==> cargo fmt --check"
