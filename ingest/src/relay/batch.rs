@@ -52,7 +52,8 @@ pub struct ClosedBatch {
 }
 
 impl OpenBatch {
-    /// Adds one consumed message and the gold keys it touched (possibly none).
+    /// Adds one consumed message and the gold keys it touched (possibly none); `arrived` is
+    /// when the event reached Kafka (see [`arrival`]), which opens the batch.
     pub fn add(
         &mut self,
         topic: &str,
@@ -60,7 +61,7 @@ impl OpenBatch {
         offset: i64,
         keys: impl IntoIterator<Item = GoldKey>,
         event_time_ms: Option<i64>,
-        now: Instant,
+        arrived: Instant,
     ) {
         let range = self
             .ranges
@@ -70,7 +71,7 @@ impl OpenBatch {
         range.1 = range.1.max(offset);
         self.keys.extend(keys);
         if self.opened_at.is_none() {
-            self.opened_at = Some(now);
+            self.opened_at = Some(arrived);
         }
         if let Some(time) = event_time_ms
             && self.event_times.len() < MAX_EVENT_TIMES
@@ -97,12 +98,22 @@ impl OpenBatch {
         self.rows() >= limits.max_rows || self.estimated_bytes(bytes_per_row) >= limits.max_bytes
     }
 
-    /// Whether the batch should be cut now (by age or size).
-    pub fn is_due(&self, limits: &BatchLimits, bytes_per_row: u64, now: Instant) -> bool {
+    /// Whether the batch should be cut now: by size, or once its first event is `interval`
+    /// old and the table's previous cut (`last_cut`) is at least `interval` ago, so a table
+    /// gets at most one load per interval even when its events are old (catching up).
+    pub fn is_due(
+        &self,
+        limits: &BatchLimits,
+        bytes_per_row: u64,
+        now: Instant,
+        last_cut: Option<Instant>,
+    ) -> bool {
         let Some(opened) = self.opened_at else {
             return false;
         };
-        now.saturating_duration_since(opened) >= limits.interval
+        let spaced =
+            last_cut.is_none_or(|cut| now.saturating_duration_since(cut) >= limits.interval);
+        (spaced && now.saturating_duration_since(opened) >= limits.interval)
             || self.is_full(limits, bytes_per_row)
     }
 
@@ -167,6 +178,24 @@ pub fn over_budget(tables: &[TableLoad], limits: &BatchLimits) -> bool {
     used >= limits.budget_bytes
 }
 
+/// When a message reached Kafka, as an [`Instant`]: `now` minus its age by the Kafka
+/// timestamp (`timestamp_ms` against the wall clock `now_ms`), at most `interval` (older
+/// events, or a skewed producer clock, count as `interval` old) and never in the future. Time a
+/// message spent queued in the consumer while the relay was busy shaping counts toward its
+/// batch's age.
+pub fn arrival(
+    now: Instant,
+    now_ms: i64,
+    timestamp_ms: Option<i64>,
+    interval: Duration,
+) -> Instant {
+    let age_ms = timestamp_ms
+        .map_or(0, |ts| now_ms.saturating_sub(ts))
+        .max(0);
+    let age = Duration::from_millis(u64::try_from(age_ms).unwrap_or(0)).min(interval);
+    now.checked_sub(age).unwrap_or(now)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,10 +218,19 @@ mod tests {
     fn a_batch_is_cut_by_age_rows_or_bytes() {
         let start = Instant::now();
         let mut batch = OpenBatch::default();
-        assert!(!batch.is_due(&limits(), 10, start + Duration::from_secs(9)));
+        assert!(!batch.is_due(&limits(), 10, start + Duration::from_secs(9), None));
         batch.add("t", 0, 5, [key(1)], Some(1), start);
-        assert!(!batch.is_due(&limits(), 10, start + Duration::from_millis(999)));
-        assert!(batch.is_due(&limits(), 10, start + Duration::from_secs(1)));
+        assert!(!batch.is_due(&limits(), 10, start + Duration::from_millis(999), None));
+        assert!(batch.is_due(&limits(), 10, start + Duration::from_secs(1), None));
+        // Not within an interval of the table's previous cut, unless full.
+        let later = start + Duration::from_secs(1);
+        assert!(!batch.is_due(
+            &limits(),
+            10,
+            later,
+            Some(start + Duration::from_millis(500))
+        ));
+        assert!(batch.is_due(&limits(), 10, later, Some(start)));
         // Repeated keys count once.
         batch.add("t", 0, 6, [key(1), key(2)], None, start);
         assert!(!batch.is_full(&limits(), 10));
@@ -200,7 +238,22 @@ mod tests {
         assert!(batch.is_full(&limits(), 10));
         let mut small = OpenBatch::default();
         small.add("t", 0, 1, [key(1)], None, start);
-        assert!(small.is_due(&limits(), 1000, start));
+        assert!(small.is_due(&limits(), 1000, start, Some(start)));
+    }
+
+    #[test]
+    fn a_batch_opens_when_its_first_event_reached_kafka() {
+        let now = Instant::now();
+        let second = Duration::from_secs(1);
+        let now_ms = 1_000_000;
+        assert_eq!(
+            arrival(now, now_ms, Some(now_ms - 300), second),
+            now - Duration::from_millis(300)
+        );
+        // Old events (catch-up) and skewed clocks are bounded.
+        assert_eq!(arrival(now, now_ms, Some(0), second), now - second);
+        assert_eq!(arrival(now, now_ms, Some(now_ms + 5_000), second), now);
+        assert_eq!(arrival(now, now_ms, None, second), now);
     }
 
     #[test]

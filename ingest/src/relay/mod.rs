@@ -209,6 +209,8 @@ struct HotTable {
     /// The state's [`ModelState::typing`] when the model last failed on inferred types:
     /// shaping is not tried again until the typing changes (or the run finishes).
     failed_typing: Option<u64>,
+    /// When this table's last batch was cut for loading (at most one per `interval`).
+    last_cut: Option<Instant>,
 }
 
 impl HotTable {
@@ -423,7 +425,7 @@ pub async fn run(
             let due = finishing
                 || table
                     .open
-                    .is_due(&limits, table.bytes_per_row, Instant::now())
+                    .is_due(&limits, table.bytes_per_row, Instant::now(), table.last_cut)
                 || (squeeze && largest == Some(index));
             if !due {
                 continue;
@@ -434,9 +436,12 @@ pub async fn run(
             // finishing, shape with the inferred types (what bronze then has as well).
             let allow_inferred =
                 finishing || table.open.age(Instant::now()) >= inferred_wait(&limits);
+            // The interval runs from the start of a cut: shaping takes time too.
+            let cut_started = Instant::now();
             match cut(table, &closed, &ledger, allow_inferred).await? {
                 Cut::Load(entry) => {
                     table.open = OpenBatch::default();
+                    table.last_cut = Some(cut_started);
                     start_load(
                         &mut loads,
                         &client,
@@ -548,6 +553,7 @@ pub async fn run(
             caught_up = blocking(move || source::caught_up(&consumer, &assignment, &next)).await?;
         }
         let now = Instant::now();
+        let now_ms = chrono::Utc::now().timestamp_millis();
         for message in polled {
             report.records_consumed += 1;
             next_offsets.insert(
@@ -629,7 +635,7 @@ pub async fn run(
                     message.offset,
                     affected,
                     message.timestamp_ms,
-                    now,
+                    batch::arrival(now, now_ms, message.timestamp_ms, limits.interval),
                 );
             }
         }
@@ -1049,6 +1055,7 @@ async fn hot_tables(
             bytes_per_row: INITIAL_BYTES_PER_ROW,
             warned_not_ready: false,
             failed_typing: None,
+            last_cut: None,
         });
     }
     Ok(tables)

@@ -29,6 +29,12 @@ pub struct Polled {
     pub timestamp_ms: Option<i64>,
 }
 
+/// librdkafka's longest wait for a fetch to fill. Its default (500 ms) is what a broker that
+/// answers a fetch only when it is full or the wait is over (tansu does) adds to every
+/// event's latency; the hot path waits at most this long, unless `kafka.properties` says.
+const FETCH_WAIT: &str = "fetch.wait.max.ms";
+const RELAY_FETCH_WAIT_MS: &str = "100";
+
 /// Creates the relay's consumer: no auto commit (resume positions come from the ledger;
 /// the group offsets are only a lag mirror), group `<kafka.group-id>-relay`.
 pub fn consumer(config: &PipelineConfig, brokers: &str) -> Result<BaseConsumer, RelayError> {
@@ -44,6 +50,9 @@ pub fn consumer(config: &PipelineConfig, brokers: &str) -> Result<BaseConsumer, 
         // Reading from the beginning is the only start the relay makes; a beginning that
         // retention removed is reported, not skipped.
         .set("auto.offset.reset", "error");
+    if !config.kafka.properties.contains_key(FETCH_WAIT) {
+        client.set(FETCH_WAIT, RELAY_FETCH_WAIT_MS);
+    }
     client
         .create()
         .map_err(RelayError::kafka("create consumer"))
