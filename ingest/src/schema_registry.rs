@@ -1,8 +1,9 @@
 //! The Confluent Schema Registry client (`GET /schemas/ids/{id}`) and [`RecordDecoder`], the
 //! ingest loop's decoder for JSON and Confluent Avro records. Does I/O (HTTP).
 //!
-//! Schemas are immutable by id, so every schema fetched is kept for the life of the process
-//! (a deployment has one per table version; the registry bounds their number). Errors are
+//! Schemas are immutable by id, so a schema fetched is kept (a deployment has one per table
+//! version); at most [`MAX_CACHED_SCHEMAS`] are held, and when a batch would pass that, the
+//! schemas the batch does not name are dropped (and fetched again when named). Errors are
 //! classified:
 //! - unknown id (HTTP 404 with `error_code` 40403): the records naming it are dead letters
 //!   of kind `unknown_schema_id`, and the partition keeps moving. The answer is not cached
@@ -233,6 +234,17 @@ fn shorten(body: &[u8]) -> String {
     text[..end].to_string()
 }
 
+/// The most schemas (or unusable-schema answers) a [`RecordDecoder`] keeps.
+pub const MAX_CACHED_SCHEMAS: usize = 4096;
+
+/// Makes room for `wanted` more schemas: when the cache would hold more than `cap`, keeps
+/// only the ids the current batch names. Pure.
+fn make_room<V>(schemas: &mut HashMap<u32, V>, named: &BTreeSet<u32>, wanted: usize, cap: usize) {
+    if schemas.len() + wanted > cap {
+        schemas.retain(|id, _| named.contains(id));
+    }
+}
+
 /// The ingest loop's decoder: JSON records directly, Confluent Avro records with schemas
 /// from the registry, fetched by [`prepare`](Self::prepare) before a batch is decoded.
 #[derive(Debug)]
@@ -270,7 +282,7 @@ impl RecordDecoder {
         let Some(registry) = &self.registry else {
             return Ok(());
         };
-        let wanted: BTreeSet<u32> = events
+        let named: BTreeSet<u32> = events
             .iter()
             .filter_map(|event| match event {
                 SourceEvent::Record(record) => Some(record),
@@ -279,8 +291,13 @@ impl RecordDecoder {
             .flat_map(|record| [record.key.as_deref(), record.value.as_deref()])
             .flatten()
             .filter_map(|bytes| confluent_header(bytes).map(|(id, _)| id))
+            .collect();
+        let wanted: Vec<u32> = named
+            .iter()
+            .copied()
             .filter(|id| !self.schemas.contains_key(id))
             .collect();
+        make_room(&mut self.schemas, &named, wanted.len(), MAX_CACHED_SCHEMAS);
         for id in wanted {
             match registry.fetch_retrying(id, stop).await? {
                 Some(registered) => {
@@ -360,6 +377,20 @@ fn usable_schema(id: u32, registered: &RegisteredSchema) -> Result<Arc<AvroSchem
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_schema_cache_keeps_only_the_batchs_ids_when_it_would_overflow() {
+        let mut schemas: HashMap<u32, ()> = (0..4).map(|id| (id, ())).collect();
+        let named = BTreeSet::from([1, 3, 9]);
+        // Room left: nothing is dropped.
+        make_room(&mut schemas, &named, 1, 5);
+        assert_eq!(schemas.len(), 4);
+        // Over the cap: only what the batch names stays.
+        make_room(&mut schemas, &named, 2, 5);
+        let mut kept: Vec<u32> = schemas.keys().copied().collect();
+        kept.sort_unstable();
+        assert_eq!(kept, vec![1, 3]);
+    }
 
     #[test]
     fn avro_without_a_registry_is_an_unknown_schema_id_and_json_still_decodes() {
