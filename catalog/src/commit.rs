@@ -3,7 +3,9 @@
 //! Every operation (append, overwrite, rollback, tags, schema evolution, expiry) goes
 //! through [`Catalog::commit`]:
 //!
-//! 1. load the table and its metadata location;
+//! 1. load the table and its metadata location (a caller holding the table its previous
+//!    commit returned passes it as the request's base: when the catalog still points at
+//!    that metadata file, only the pointer is read, since metadata files never change);
 //! 2. if a snapshot already carries this commit's id, report it as committed (so a caller
 //!    retrying after a crash or an unknown outcome never commits twice);
 //! 3. run the caller's re-validation against the table as it is now (e.g. "the offsets I
@@ -15,7 +17,8 @@
 //!    look for the commit in the history (and for our metadata file in the metadata log)
 //!    instead of retrying blindly.
 //!
-//! Nothing is visible to readers until the swap succeeds.
+//! Nothing is visible to readers until the swap succeeds. After a successful swap the
+//! returned table is built from the metadata just written, not read back.
 
 use std::collections::HashMap;
 use std::str::FromStr;
@@ -24,7 +27,7 @@ use std::time::Duration;
 
 use iceberg::spec::{
     DataFile, MAIN_BRANCH, NestedField, PrimitiveType, Schema, SnapshotReference,
-    SnapshotRetention, Type,
+    SnapshotRetention, TableMetadata, Type,
 };
 use iceberg::table::Table;
 use iceberg::{MetadataLocation, TableRequirement, TableUpdate};
@@ -118,6 +121,9 @@ pub struct CommitRequest {
     pub properties: HashMap<String, String>,
     pub validator: Option<Validator>,
     pub properties_from: Option<PropertiesFrom>,
+    /// The table as the caller last saw it (e.g. the previous commit's outcome): used
+    /// instead of reading its metadata file again when the catalog still points at it.
+    pub base: Option<Table>,
 }
 
 impl std::fmt::Debug for CommitRequest {
@@ -128,6 +134,10 @@ impl std::fmt::Debug for CommitRequest {
             .field("properties", &self.properties)
             .field("validator", &self.validator.is_some())
             .field("properties_from", &self.properties_from.is_some())
+            .field(
+                "base",
+                &self.base.as_ref().and_then(|t| t.metadata_location()),
+            )
             .finish()
     }
 }
@@ -141,7 +151,15 @@ impl CommitRequest {
             properties: HashMap::new(),
             validator: None,
             properties_from: None,
+            base: None,
         }
+    }
+
+    /// Starts from `table` (as the caller last saw it) when the catalog still points at its
+    /// metadata file, instead of reading that file again; see [`Catalog::refresh_table`].
+    pub fn with_base(mut self, table: Table) -> Self {
+        self.base = Some(table);
+        self
     }
 
     pub fn with_commit_id(mut self, commit_id: impl Into<String>) -> Self {
@@ -213,8 +231,10 @@ impl Catalog {
     /// module docs.
     pub async fn commit(&self, name: &TableName, request: CommitRequest) -> Result<CommitOutcome> {
         let mut written_locations: Vec<String> = Vec::new();
+        let mut base = request.base.clone();
         for attempt in 1..=self.retry.max_attempts {
-            let table = self.load_table(name).await?;
+            // The base only helps the first attempt: a lost race means the table moved.
+            let table = self.refresh_table(name, base.take()).await?;
             if let Some(snapshot) = history::find_commit(table.metadata(), &request.commit_id) {
                 let status = if attempt == 1 && written_locations.is_empty() {
                     CommitStatus::AlreadyCommitted
@@ -250,7 +270,7 @@ impl Catalog {
                     CatalogError::invalid("commit", name, "table has no metadata location")
                 })?
                 .to_string();
-            let new_location = self
+            let (new_location, new_metadata) = self
                 .write_metadata(
                     name,
                     &table,
@@ -266,7 +286,9 @@ impl Catalog {
                 .await;
             match swap {
                 Ok(SwapResult::Swapped) => {
-                    let table = self.load_table(name).await?;
+                    // The pointer now names the file just written, whose content is
+                    // `new_metadata`: no need to read it back.
+                    let table = self.table_from(name, new_metadata, new_location)?;
                     tracing::debug!(table = %name, commit_id = %request.commit_id, attempt, "committed");
                     return Ok(outcome(
                         CommitStatus::Committed,
@@ -317,8 +339,32 @@ impl Catalog {
         })
     }
 
+    /// Loads a table, reusing `known` (the table as the caller last saw it) when the catalog
+    /// still points at its metadata file: metadata files are immutable, so the same location
+    /// means the same table, and only the pointer is read. Otherwise (or without `known`)
+    /// this is [`Catalog::load_table`].
+    pub async fn refresh_table(&self, name: &TableName, known: Option<Table>) -> Result<Table> {
+        let Some(known) = known else {
+            return self.load_table(name).await;
+        };
+        let Some(location) = self
+            .store
+            .load_pointer(name.namespace(), &name.name)
+            .await?
+        else {
+            return Err(CatalogError::TableNotFound(name.to_string()));
+        };
+        if known.metadata_location() == Some(location.as_str()) {
+            return Ok(known);
+        }
+        let metadata = TableMetadata::read_from(&self.file_io, &location)
+            .await
+            .map_err(CatalogError::iceberg("read table metadata", name))?;
+        self.table_from(name, metadata, location)
+    }
+
     /// Checks requirements, applies updates and writes the new metadata file; returns its
-    /// location. The file is unreferenced until the pointer swap.
+    /// location and content. The file is unreferenced until the pointer swap.
     async fn write_metadata(
         &self,
         name: &TableName,
@@ -326,7 +372,7 @@ impl Catalog {
         base_location: &str,
         updates: Vec<TableUpdate>,
         requirements: &[TableRequirement],
-    ) -> Result<String> {
+    ) -> Result<(String, TableMetadata)> {
         for requirement in requirements {
             requirement.check(Some(table.metadata())).map_err(|err| {
                 CatalogError::invalid("commit", name, format!("requirement failed: {err}"))
@@ -353,7 +399,7 @@ impl Catalog {
             .write_to(&self.file_io, &location)
             .await
             .map_err(CatalogError::iceberg("write table metadata", name))?;
-        Ok(location.to_string())
+        Ok((location.to_string(), metadata))
     }
 
     /// After a swap error: returns the table if our commit is visible, `None` if it is

@@ -118,9 +118,17 @@ pub fn plan_schema_changes<R: Borrow<BronzeRow>>(
     let mut rejected = Vec::new();
     // New columns: typed values decide first, inferred ones only if nothing typed exists.
     for pass_typed in [true, false] {
+        // Forgotten whenever a column is added, so no answer goes stale.
+        let mut known = ByPosition::new();
         for row in rows {
-            for cell in row.borrow().cells.iter().filter(|c| c.typed == pass_typed) {
-                if cell.name.starts_with(METADATA_PREFIX) || column_types.contains_key(&cell.name) {
+            let row: &BronzeRow = row.borrow();
+            for (position, cell) in row.cells.iter().enumerate() {
+                if cell.typed != pass_typed
+                    || cell.name.starts_with(METADATA_PREFIX)
+                    || known.get(position, &cell.name, || {
+                        column_types.contains_key(&cell.name)
+                    })
+                {
                     continue;
                 }
                 if !pass_typed && cell.value == CellValue::Null {
@@ -129,6 +137,7 @@ pub fn plan_schema_changes<R: Borrow<BronzeRow>>(
                 }
                 let kind = iceberg_type(cell.column_type);
                 column_types.insert(cell.name.clone(), kind.clone());
+                known.clear();
                 changes.push(SchemaChange::AddColumn {
                     name: cell.name.clone(),
                     field_type: Type::Primitive(kind),
@@ -137,8 +146,10 @@ pub fn plan_schema_changes<R: Borrow<BronzeRow>>(
             }
         }
     }
+    let mut current_types = ByPosition::new();
     for (index, row) in rows.iter().enumerate() {
-        for cell in &row.borrow().cells {
+        let row: &BronzeRow = row.borrow();
+        for (position, cell) in row.cells.iter().enumerate() {
             if cell.name.starts_with(METADATA_PREFIX) {
                 rejected.push((
                     index,
@@ -149,7 +160,9 @@ pub fn plan_schema_changes<R: Borrow<BronzeRow>>(
                 ));
                 break;
             }
-            let Some(current) = column_types.get(&cell.name).cloned() else {
+            let Some(current) = current_types.get(position, &cell.name, || {
+                column_types.get(&cell.name).cloned()
+            }) else {
                 continue;
             };
             let wanted = iceberg_type(cell.column_type);
@@ -161,6 +174,7 @@ pub fn plan_schema_changes<R: Borrow<BronzeRow>>(
             }
             if cell.typed && firn_catalog::commit::is_widening(&current, &wanted) {
                 column_types.insert(cell.name.clone(), wanted.clone());
+                current_types.clear();
                 changes.retain(
                     |c| !matches!(c, SchemaChange::WidenColumn { name, .. } if *name == cell.name),
                 );
@@ -181,6 +195,43 @@ pub fn plan_schema_changes<R: Borrow<BronzeRow>>(
         }
     }
     (changes, rejected)
+}
+
+/// Lookups by column name remembered per cell position: the rows of a table mostly list the
+/// same columns in the same order, so the previous row's answer at a position is reused when
+/// the name there is the same (a string compare instead of hashing the name per cell).
+struct ByPosition<'a, T> {
+    memo: Vec<Option<(&'a str, T)>>,
+}
+
+impl<'a, T: Clone> ByPosition<'a, T> {
+    fn new() -> Self {
+        ByPosition { memo: Vec::new() }
+    }
+
+    /// The answer for `name` at `position`: remembered, or `lookup`'s (then remembered).
+    fn get(&mut self, position: usize, name: &'a str, lookup: impl FnOnce() -> T) -> T {
+        if let Some(Some((known, value))) = self.memo.get(position)
+            && *known == name
+        {
+            return value.clone();
+        }
+        let value = lookup();
+        self.set(position, name, value.clone());
+        value
+    }
+
+    fn set(&mut self, position: usize, name: &'a str, value: T) {
+        if self.memo.len() <= position {
+            self.memo.resize_with(position + 1, || None);
+        }
+        self.memo[position] = Some((name, value));
+    }
+
+    /// Forgets every answer (the map they came from changed).
+    fn clear(&mut self) {
+        self.memo.clear();
+    }
 }
 
 /// Converts a value to the representation of a column of type `target`, or `None` when
@@ -470,11 +521,13 @@ pub fn build_batch<R: Borrow<BronzeRow>>(
     // The row's fitted source values by column; all are checked before any is appended so
     // a bad row never leaves a half-written column.
     let mut fitted: Vec<Fitted> = vec![Fitted::Null; fields.len()];
+    let mut lookups = ByPosition::new();
     'rows: for (index, row) in rows.iter().enumerate() {
         let row: &BronzeRow = row.borrow();
         fitted.fill(Fitted::Null);
-        for cell in &row.cells {
-            let Some((column, target)) = columns.get(cell.name.as_str()) else {
+        for (position, cell) in row.cells.iter().enumerate() {
+            let found = lookups.get(position, &cell.name, || columns.get(cell.name.as_str()));
+            let Some((column, target)) = found else {
                 if cell.value == CellValue::Null {
                     continue;
                 }

@@ -33,6 +33,12 @@ use crate::metrics::{IngestMetrics, PartitionLabel};
 /// A topic and partition.
 pub type TopicPartition = (String, i32);
 
+/// librdkafka's longest wait for a fetch to fill. Its default (500 ms) is added to every
+/// record's latency by brokers that answer a fetch only when it is full or the wait is over
+/// (tansu does); the source waits at most this long, unless `kafka.properties` says.
+const FETCH_WAIT: &str = "fetch.wait.max.ms";
+const FETCH_WAIT_MS: &str = "100";
+
 /// Resolves the next offset to read for newly assigned partitions (`None` = from the
 /// beginning), plus whatever else the caller loaded with them (`R`, handed back in
 /// [`SourceEvent::Assigned`] so the caller's state comes from the same read). Runs on the
@@ -231,6 +237,9 @@ impl<R: Send + 'static> KafkaSource<R> {
             .set("auto.offset.reset", "error");
         if !kafka.properties.contains_key("statistics.interval.ms") {
             client.set("statistics.interval.ms", "5000");
+        }
+        if !kafka.properties.contains_key(FETCH_WAIT) {
+            client.set(FETCH_WAIT, FETCH_WAIT_MS);
         }
         let context = SourceContext {
             resume,

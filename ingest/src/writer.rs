@@ -34,6 +34,7 @@ use firn_catalog::history::{self, KAFKA_OFFSETS, KafkaOffsets, WRITER_ID};
 use firn_catalog::tables::{DEAD_LETTER_TABLE, TableName, Tier};
 use firn_catalog::{Catalog, CommitRequest, DataFileSink, Operation};
 use iceberg::spec::PrimitiveType;
+use iceberg::table::Table;
 use prometheus_client::metrics::counter::Counter;
 use serde::Serialize;
 
@@ -97,6 +98,9 @@ struct TableState {
     keep_records: bool,
     /// `records_consumed` of this table.
     consumed: Option<Counter>,
+    /// The bronze table as this process last loaded or committed it: the next commit starts
+    /// from it when the catalog still points at it (no metadata read per commit).
+    table: Option<Table>,
 }
 
 impl TableState {
@@ -154,6 +158,7 @@ pub struct TableResume {
     marks: Watermarks,
     dead_letter_offsets: KafkaOffsets,
     column_types: HashMap<String, PrimitiveType>,
+    bronze: Table,
 }
 
 /// What one table got in a run.
@@ -253,7 +258,7 @@ pub async fn run_service(
         source: &source,
         routes: HashMap::new(),
         tables: BTreeMap::new(),
-        owned: BTreeSet::new(),
+        owned: BTreeMap::new(),
         starts: HashMap::new(),
         watermarks: Watermarks::default(),
         report: IngestReport::default(),
@@ -261,6 +266,7 @@ pub async fn run_service(
         rewound: false,
         commits: tokio::task::JoinSet::new(),
         in_flight: BTreeSet::new(),
+        polled_at_micros: 0,
     };
     // A consumer-group member may lose partitions in any poll (the rebalance callback runs
     // inside it); it has its commits finished by then, so that the next owner resumes
@@ -274,6 +280,7 @@ pub async fn run_service(
         // Avro schemas are fetched before decoding; a registry outage waits here.
         ingest.decoder.prepare(&events, stop).await?;
         let polled_nothing = events.is_empty();
+        ingest.polled_at_micros = chrono::Utc::now().timestamp_micros();
         for event in events {
             ingest.handle(event);
         }
@@ -352,6 +359,7 @@ fn resume_from_bronze(catalog: Catalog, config: PipelineConfig) -> ResumeFn<Vec<
                             marks: committed_watermarks(&table),
                             dead_letter_offsets: dead_letter_offsets.clone(),
                             column_types: column_types(table.metadata().current_schema()),
+                            bronze: table,
                         },
                     );
                 }
@@ -370,9 +378,11 @@ struct Ingest<'a> {
     metrics: &'a IngestMetrics,
     source: &'a KafkaSource<Vec<TableResume>>,
     /// Topic → its source and topic template.
-    routes: HashMap<String, Arc<(SourceConfig, TopicTemplate)>>,
+    /// Topic → its source and the tenant its name resolves to (or why it does not).
+    routes: HashMap<String, Arc<Route>>,
     tables: BTreeMap<String, TableState>,
-    owned: BTreeSet<TopicPartition>,
+    /// Owned partitions by topic (looked up per record without allocating).
+    owned: BTreeMap<String, BTreeSet<i32>>,
     /// Offset each owned partition was positioned at.
     starts: HashMap<TopicPartition, i64>,
     /// Live dedup watermarks of the owned partitions (including uncommitted events).
@@ -386,7 +396,14 @@ struct Ingest<'a> {
     commits: tokio::task::JoinSet<(String, Instant, Result<Committed, CommitFailed>)>,
     /// Tables with a commit task running.
     in_flight: BTreeSet<String>,
+    /// When the records being handled were polled: their ingest time (one clock read per
+    /// poll, not per record; a poll lasts at most twice its wait).
+    polled_at_micros: i64,
 }
+
+/// A topic's source and the tenant its name resolves to (or why it does not), worked out
+/// once per topic.
+type Route = (SourceConfig, Result<String, String>);
 
 /// How long a poll waits for records at most when no commit is near.
 const POLL_WAIT: Duration = Duration::from_millis(200);
@@ -431,6 +448,7 @@ impl Ingest<'_> {
             table.committed_marks = loaded.marks;
             table.dead_letter_committed = loaded.dead_letter_offsets;
             table.column_types = loaded.column_types;
+            table.table = Some(loaded.bronze);
         }
         for ((topic, partition), offset) in partitions.into_iter().zip(offsets) {
             if let Some(source) = self.config.source_for_topic(&topic)
@@ -440,11 +458,11 @@ impl Ingest<'_> {
             }
             self.starts
                 .insert((topic.clone(), partition), offset.unwrap_or(0));
-            self.owned.insert((topic, partition));
+            self.owned.entry(topic).or_default().insert(partition);
         }
         self.metrics
             .assigned_partitions
-            .set(self.owned.len() as i64);
+            .set(self.owned_count() as i64);
     }
 
     fn revoked(&mut self, partitions: &[TopicPartition]) {
@@ -452,7 +470,12 @@ impl Ingest<'_> {
             table.drop_partitions(partitions);
         }
         for (topic, partition) in partitions {
-            self.owned.remove(&(topic.clone(), *partition));
+            if let Some(parts) = self.owned.get_mut(topic) {
+                parts.remove(partition);
+                if parts.is_empty() {
+                    self.owned.remove(topic);
+                }
+            }
             self.starts.remove(&(topic.clone(), *partition));
             if let Some(parts) = self.watermarks.0.get_mut(topic) {
                 parts.remove(partition);
@@ -460,7 +483,17 @@ impl Ingest<'_> {
         }
         self.metrics
             .assigned_partitions
-            .set(self.owned.len() as i64);
+            .set(self.owned_count() as i64);
+    }
+
+    fn owns(&self, topic: &str, partition: i32) -> bool {
+        self.owned
+            .get(topic)
+            .is_some_and(|parts| parts.contains(&partition))
+    }
+
+    fn owned_count(&self) -> usize {
+        self.owned.values().map(BTreeSet::len).sum()
     }
 
     /// Sets a partition's live watermark back to what bronze holds.
@@ -472,30 +505,35 @@ impl Ingest<'_> {
         self.watermarks = self.watermarks.merged_with(&committed.restricted_to(&key));
     }
 
-    fn route(&mut self, topic: &str) -> Option<Arc<(SourceConfig, TopicTemplate)>> {
+    fn route(&mut self, topic: &str) -> Option<Arc<Route>> {
         if let Some(route) = self.routes.get(topic) {
             return Some(route.clone());
         }
         let source = self.config.source_for_topic(topic)?.clone();
         let template = TopicTemplate::parse(&source.topic).ok()?;
-        let route = Arc::new((source, template));
+        let tenant = resolve_tenant(&source, &template, topic);
+        let route = Arc::new((source, tenant));
         self.routes.insert(topic.to_string(), route.clone());
         Some(route)
     }
 
     fn record(&mut self, record: SourceRecord) {
         let (partition, offset) = (record.partition, record.offset);
-        if !self.owned.contains(&(record.topic.clone(), partition)) {
+        if !self.owns(&record.topic, partition) {
             return; // Fetched before a revocation; the new owner reads it.
         }
         let Some(route) = self.route(&record.topic) else {
             return;
         };
-        let (source, template) = (&route.0, &route.1);
+        let (source, tenant) = (&route.0, &route.1);
         self.report.records_consumed += 1;
         let max_message_bytes = self.config.kafka.max_message_bytes as usize;
         let metrics = self.metrics;
-        let table = self.tables.entry(source.table.clone()).or_default();
+        if !self.tables.contains_key(&source.table) {
+            self.tables
+                .insert(source.table.clone(), TableState::default());
+        }
+        let table = self.tables.get_mut(&source.table).expect("inserted above");
         table
             .consumed
             .get_or_insert_with(|| {
@@ -523,10 +561,10 @@ impl Ingest<'_> {
                     max_message_bytes,
                     max_message_bytes
                 ),
-                resolve_tenant(source, template, &record.topic).ok(),
+                tenant.clone().ok(),
             ))
         } else {
-            self.decode_row(source, template, &record)
+            self.decode_row(source, tenant, &record)
         };
         let table = self
             .tables
@@ -577,10 +615,9 @@ impl Ingest<'_> {
     fn decode_row(
         &mut self,
         source: &SourceConfig,
-        template: &TopicTemplate,
+        tenant: &Result<String, String>,
         record: &SourceRecord,
     ) -> Result<Option<BronzeRow>, (String, String, Option<String>)> {
-        let tenant = resolve_tenant(source, template, &record.topic);
         let decoded = self
             .decoder
             .decode(record.key.as_deref(), record.value.as_deref());
@@ -599,7 +636,7 @@ impl Ingest<'_> {
                         Ok(tenant) => tenant,
                         Err(message) => return Err(("unknown_tenant".into(), message, None)),
                     },
-                    _ => tenant,
+                    _ => tenant.clone(),
                 };
                 let key_op = key_op_hash(&event.key, event.op.code());
                 let fresh = self.watermarks.admit(
@@ -635,14 +672,16 @@ impl Ingest<'_> {
                     topic: record.topic.clone(),
                     partition: record.partition,
                     offset: record.offset,
-                    ingested_at_micros: chrono::Utc::now().timestamp_micros(),
+                    ingested_at_micros: self.polled_at_micros,
                     cells: event.row,
                 }))
             }
-            (Err(message), _) => Err(("unknown_tenant".into(), message, None)),
-            (Ok(tenant), Err(err)) => {
-                Err((err.kind.as_str().to_string(), err.message, Some(tenant)))
-            }
+            (Err(message), _) => Err(("unknown_tenant".into(), message.clone(), None)),
+            (Ok(tenant), Err(err)) => Err((
+                err.kind.as_str().to_string(),
+                err.message,
+                Some(tenant.clone()),
+            )),
         }
     }
 
@@ -740,6 +779,7 @@ impl Ingest<'_> {
             expected: state.committed.clone(),
             dead_letter_committed: state.dead_letter_committed.clone(),
             newest_source_ts: state.cycle_newest_source_ts,
+            base: state.table.clone(),
         };
         state.reset_cycle();
         self.in_flight.insert(table.to_string());
@@ -810,6 +850,7 @@ impl Ingest<'_> {
         state.committed = committed_offsets(&outcome.table);
         state.committed_marks = committed_watermarks(&outcome.table);
         state.column_types = column_types(outcome.table.metadata().current_schema());
+        state.table = Some(outcome.table.clone());
         state.keep_records = false;
         let written = done.written;
         tracing::info!(table = %format!("bronze.{table}"), rows = written, snapshot_id = ?outcome.snapshot_id, "committed");
@@ -860,11 +901,12 @@ impl Ingest<'_> {
             state.committed = committed_offsets(&loaded);
             state.committed_marks = committed_watermarks(&loaded);
             state.column_types = column_types(loaded.metadata().current_schema());
+            state.table = Some(loaded);
         }
         let committed = state.committed.clone();
         let marks = state.committed_marks.clone();
         for (topic, partition) in touched {
-            if !self.owned.contains(&(topic.clone(), partition)) {
+            if !self.owns(&topic, partition) {
                 continue;
             }
             self.reset_watermark(&topic, partition, &marks);
@@ -892,6 +934,8 @@ struct CommitJob {
     dead_letter_committed: KafkaOffsets,
     live_marks: Watermarks,
     newest_source_ts: Option<i64>,
+    /// The table as the previous commit left it, if this process knows it.
+    base: Option<Table>,
 }
 
 /// What a commit task did.
@@ -936,9 +980,10 @@ impl CommitJob {
             dead_letter_committed,
             live_marks,
             newest_source_ts,
+            base,
         } = self;
         let name = TableName::new(Tier::Bronze, &table)?;
-        let mut loaded = catalog.load_table(&name).await?;
+        let mut loaded = catalog.refresh_table(&name, base).await?;
 
         // Schema evolution first, so rejected rows join this cycle's dead letters.
         let rows: Vec<&BronzeRow> = pending.iter().map(|p| &p.row).collect();
@@ -949,7 +994,8 @@ impl CommitJob {
             loaded = catalog
                 .commit(
                     &name,
-                    CommitRequest::new(Operation::EvolveSchema { changes }),
+                    CommitRequest::new(Operation::EvolveSchema { changes })
+                        .with_base(loaded.clone()),
                 )
                 .await?
                 .table;
@@ -1041,6 +1087,7 @@ impl CommitJob {
         }
         let validate_touched = touched.clone();
         let request = CommitRequest::new(Operation::Append { files })
+            .with_base(loaded)
             .with_property(WRITER_ID, writer_id)
             .with_validator(move |current| {
                 let now = committed_offsets(current);
@@ -1125,14 +1172,14 @@ async fn commit_dead_letters(
 }
 
 /// The next offsets a table's latest snapshot records (empty before the first commit).
-fn committed_offsets(table: &iceberg::table::Table) -> KafkaOffsets {
+fn committed_offsets(table: &Table) -> KafkaOffsets {
     history::latest_kafka_offsets(&table.metadata_ref())
         .map(|(_, offsets)| offsets)
         .unwrap_or_default()
 }
 
 /// The dedup watermarks a bronze table's latest snapshot records.
-fn committed_watermarks(table: &iceberg::table::Table) -> Watermarks {
+fn committed_watermarks(table: &Table) -> Watermarks {
     history::latest_summary_value(&table.metadata_ref(), SOURCE_WATERMARKS)
         .and_then(|(_, text)| Watermarks::from_json(&text))
         .unwrap_or_default()

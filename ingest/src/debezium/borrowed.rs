@@ -30,12 +30,33 @@ pub const SCHEMA_CACHE_ENTRIES: usize = 256;
 
 /// A JSON converter value: `{"schema": .., "payload": ..}` or a bare envelope. Every field
 /// is optional so both forms parse; `present` keeps an explicit `null` apart from absence.
+///
+/// A bare envelope (no embedded schema) is read in one pass: `after` straight into inferred
+/// cells and `source` into fields, with no second parse of their text (`before` stays raw:
+/// only deletes read it, and `op` comes after the rows). An `after` or `source` that is
+/// neither an object nor null fails the parse (the DOM path decides).
 #[derive(Deserialize)]
 struct Envelope<'a> {
     #[serde(borrow, default, deserialize_with = "present")]
     schema: Option<&'a RawValue>,
     #[serde(borrow, default, deserialize_with = "present")]
     payload: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    op: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "present")]
+    before: Option<&'a RawValue>,
+    #[serde(default)]
+    after: Option<InferredRow>,
+    #[serde(borrow, default, deserialize_with = "source_object")]
+    source: Option<Source<'a>>,
+    #[serde(default)]
+    ts_ms: Option<i64>,
+}
+
+/// The payload of `{"schema": .., "payload": ..}`: its rows stay raw until the schema says
+/// how to read them.
+#[derive(Deserialize)]
+struct PayloadEnvelope<'a> {
     #[serde(borrow, default)]
     op: Option<Cow<'a, str>>,
     #[serde(borrow, default, deserialize_with = "present")]
@@ -78,6 +99,47 @@ where
     <&RawValue>::deserialize(deserializer).map(Some)
 }
 
+/// A `source` block that is an object (or null): serde would read a struct from an array
+/// by position, which the DOM path does not.
+fn source_object<'de, D>(deserializer: D) -> Result<Option<Source<'de>>, D::Error>
+where
+    D: de::Deserializer<'de>,
+{
+    struct OptionVisitor;
+    impl<'de> Visitor<'de> for OptionVisitor {
+        type Value = Option<Source<'de>>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON object or null")
+        }
+
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_some<D: de::Deserializer<'de>>(self, inner: D) -> Result<Self::Value, D::Error> {
+            inner.deserialize_map(ObjectVisitor).map(Some)
+        }
+    }
+    struct ObjectVisitor;
+    impl<'de> Visitor<'de> for ObjectVisitor {
+        type Value = Source<'de>;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a JSON object")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Source<'de>, A::Error> {
+            Source::deserialize(de::value::MapAccessDeserializer::new(map))
+        }
+    }
+    deserializer.deserialize_option(OptionVisitor)
+}
+
 /// What the fast path decoded: everything of a [`super::ChangeEvent`] but the key.
 pub(super) struct FastEvent {
     pub op: Op,
@@ -92,19 +154,36 @@ pub(super) fn decode(key: &Key, value: &[u8]) -> Option<FastEvent> {
     if value.trim_ascii_start().first() != Some(&b'{') {
         return None;
     }
+    if key.fields.is_empty() {
+        return None;
+    }
     let top: Envelope = serde_json::from_slice(value).ok()?;
-    let (schema, envelope) = match (top.schema, top.payload) {
+    match (top.schema, top.payload) {
         (Some(schema), Some(payload)) => {
             let schema = (schema.get() != "null").then_some(schema);
-            (
-                schema,
-                serde_json::from_str::<Envelope>(object(payload)?).ok()?,
-            )
+            let envelope: PayloadEnvelope = serde_json::from_str(object(payload)?).ok()?;
+            decode_payload(schema, envelope)
         }
-        _ => (None, top),
-    };
+        _ => {
+            let op = Op::parse(top.op.as_deref()?)?;
+            if op == Op::Truncate {
+                return None;
+            }
+            let row = if op == Op::Delete {
+                serde_json::from_str::<InferredRow>(object(top.before?)?).ok()?
+            } else {
+                top.after?
+            };
+            finish(op, top.source, top.ts_ms, row.0)
+        }
+    }
+}
+
+/// The payload of a value with an embedded schema: rows typed by the schema when it has
+/// a row struct, inferred otherwise.
+fn decode_payload(schema: Option<&RawValue>, envelope: PayloadEnvelope) -> Option<FastEvent> {
     let op = Op::parse(envelope.op.as_deref()?)?;
-    if op == Op::Truncate || key.fields.is_empty() {
+    if op == Op::Truncate {
         return None;
     }
     let source: Option<Source> = match envelope.source {
@@ -112,12 +191,6 @@ pub(super) fn decode(key: &Key, value: &[u8]) -> Option<FastEvent> {
         Some(raw) if raw.get() == "null" => None,
         Some(raw) => Some(serde_json::from_str(object(raw)?).ok()?),
     };
-    if source
-        .as_ref()
-        .is_some_and(|s| s.connector.as_deref() == Some("mongodb"))
-    {
-        return None;
-    }
     let row = object(if op == Op::Delete {
         envelope.before?
     } else {
@@ -144,13 +217,29 @@ pub(super) fn decode(key: &Key, value: &[u8]) -> Option<FastEvent> {
         }
         None => serde_json::from_str::<InferredRow>(row).ok()?.0,
     };
+    finish(op, source, envelope.ts_ms, row)
+}
+
+/// The event from its decoded parts; `None` for a Mongo source (the DOM path decides).
+fn finish(
+    op: Op,
+    source: Option<Source>,
+    envelope_ts_ms: Option<i64>,
+    row: Vec<Cell>,
+) -> Option<FastEvent> {
+    if source
+        .as_ref()
+        .is_some_and(|s| s.connector.as_deref() == Some("mongodb"))
+    {
+        return None;
+    }
     let source_ts_micros = source
         .as_ref()
         .and_then(|s| {
             s.ts_us
                 .or_else(|| s.ts_ms.map(|ms| ms.saturating_mul(1000)))
         })
-        .or_else(|| envelope.ts_ms.map(|ms| ms.saturating_mul(1000)));
+        .or_else(|| envelope_ts_ms.map(|ms| ms.saturating_mul(1000)));
     let source_pos = source.as_ref().and_then(|s| {
         position_of(
             s.file.as_deref(),
