@@ -504,9 +504,9 @@ async fn silver_spills_under_a_small_pool_and_commits_the_same_rows() {
     let mut small = options(&keys_columns);
     small.full = true;
     small.engine.memory_limit = firn_transforms::engine::MIN_MEMORY_LIMIT;
-    // One partition: with two, one partition's aggregate can take the whole greedy pool and
-    // the other then fails to reserve memory for its spill sort (a known limit at small pools).
-    small.engine.partitions = 1;
+    // Two partitions share the pool: one partition's aggregate must not starve the other's
+    // spill.
+    small.engine.partitions = 2;
     let report = run_silver(&catalog, "events", small).await.unwrap();
     assert_eq!(report.status, TransformStatus::Committed, "{report:?}");
     assert!(

@@ -2,25 +2,28 @@
 //! bounded memory pool that spills to disk. Builds values only; the session it returns
 //! writes spill files when a plan runs.
 //!
-//! Memory: a greedy pool of `memory_limit` bytes shared by the operators of one run (the
-//! largest consumers are named when it runs out). An operator that cannot grow its share
-//! spills (an aggregation writes its sorted state, a sort its sorted runs, a repartition its
-//! buffered batches) or, for a partial aggregation, emits what it holds early. Greedy rather
-//! than fair: a fair pool divides the memory by every registered spilling operator, busy or
-//! idle, so silver's final aggregation got a twelfth of it and spilled where a greedy pool
-//! does not (docs/benchmarks.md). Scans read one file at a time per partition, so the pool
-//! plus about one row group per partition is what a run holds.
+//! Memory: a pool of `memory_limit` bytes shared by the operators of one run (the largest
+//! consumers are named when it runs out). An operator that cannot grow its share spills (an
+//! aggregation writes its sorted state, a sort its sorted runs, a repartition its buffered
+//! batches) or, for a partial aggregation, emits what it holds early. The pool is greedy
+//! above a floor kept for every active spilling operator ([`FloorPool`]): a plain greedy pool
+//! let one partition's aggregation take everything, and another partition then could not
+//! sort its state to spill it; a fair pool divides the memory by every registered spilling
+//! operator, busy or idle, so silver's aggregation got a twelfth of it and spilled where a
+//! greedy pool does not (docs/benchmarks.md). Scans read one file at a time per partition,
+//! so the pool plus about one row group per partition is what a run holds.
 
 use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use datafusion::execution::disk_manager::{DiskManagerBuilder, DiskManagerMode};
-use datafusion::execution::memory_pool::{GreedyMemoryPool, TrackConsumersPool};
+use datafusion::execution::memory_pool::TrackConsumersPool;
 use datafusion::execution::runtime_env::RuntimeEnvBuilder;
 use datafusion::prelude::{SessionConfig, SessionContext};
 
 use crate::error::TransformError;
+use crate::pool::FloorPool;
 
 /// Default memory pool size: 2 GiB, which holds silver's state for a million keys of the
 /// benchmark's rows (about 700 bytes per key) without spilling (docs/benchmarks.md).
@@ -30,6 +33,19 @@ pub const DEFAULT_MEMORY_LIMIT: usize = 2 * 1024 * 1024 * 1024;
 /// sort, plus the room an aggregation needs to sort its state when it spills, does not fit,
 /// and the run would fail only after reading its input.
 pub const MIN_MEMORY_LIMIT: usize = 64 * 1024 * 1024;
+
+/// Floors of the pool per partition: an active spilling operator keeps
+/// `memory_limit / (FLOORS_PER_PARTITION * partitions)` bytes (8 MiB of the smallest pool
+/// with 1 partition, 4 MiB with 2), so that a partition's aggregations, repartitions and
+/// sorts fit their floors in its share of the pool.
+const FLOORS_PER_PARTITION: usize = 8;
+
+/// Rows per batch (DataFusion's default) when each partition has at least
+/// [`FULL_BATCH_SHARE`] bytes of the pool; proportionally fewer (at least
+/// [`MIN_BATCH_ROWS`]) below, so that a few batches of wide rows fit an operator's floor.
+const BATCH_ROWS: usize = 8192;
+const FULL_BATCH_SHARE: usize = 256 * 1024 * 1024;
+const MIN_BATCH_ROWS: usize = 1024;
 
 /// The most a sorting partition reserves for merging spilled runs (DataFusion's default).
 const SORT_MERGE_RESERVATION: usize = 10 * 1024 * 1024;
@@ -76,20 +92,33 @@ impl EngineOptions {
             Some(dir) => DiskManagerMode::Directories(vec![dir.clone()]),
             None => DiskManagerMode::OsTmpDirectory,
         };
+        let partitions = self.partitions.max(1);
+        let floor = self.memory_limit / (FLOORS_PER_PARTITION * partitions);
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::new(TrackConsumersPool::new(
-                GreedyMemoryPool::new(self.memory_limit),
+                FloorPool::new(self.memory_limit, floor),
                 REPORTED_CONSUMERS,
             )))
             .with_disk_manager_builder(DiskManagerBuilder::default().with_mode(mode))
             .build_arc()?;
-        let partitions = self.partitions.max(1);
         // Each sorting partition reserves this much up front for merging its spilled runs;
         // DataFusion's 10 MiB default would not fit a small pool.
         let merge_reservation = (self.memory_limit / (4 * partitions)).min(SORT_MERGE_RESERVATION);
-        let config = SessionConfig::new()
+        let share = self.memory_limit / partitions;
+        let batch_rows = if share >= FULL_BATCH_SHARE {
+            BATCH_ROWS
+        } else {
+            (BATCH_ROWS * (share / (1024 * 1024)) / (FULL_BATCH_SHARE / (1024 * 1024)))
+                .max(MIN_BATCH_ROWS)
+        };
+        let mut config = SessionConfig::new()
             .with_target_partitions(partitions)
+            .with_batch_size(batch_rows)
             .with_sort_spill_reservation_bytes(merge_reservation);
+        // A scan hash-partitioned by a column (silver's tenant, crate::scan) satisfies an
+        // aggregation grouped by that column and more, whatever the partition count: each
+        // partition then aggregates alone instead of repartitioning every row.
+        config.options_mut().optimizer.subset_repartition_threshold = 1;
         Ok(SessionContext::new_with_config_rt(config, runtime))
     }
 }

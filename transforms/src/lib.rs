@@ -31,6 +31,7 @@ pub mod gold;
 pub mod gold_run;
 pub mod latest;
 pub mod lineage;
+pub mod pool;
 pub mod preview;
 pub mod run;
 pub mod scan;

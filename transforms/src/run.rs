@@ -393,7 +393,10 @@ pub async fn run_silver(
     let ctx = options.engine.session()?;
     let partitions = options.engine.partitions;
     let bronze_scan = || {
+        // Split by tenant: silver groups by (tenant, key), so each partition aggregates its
+        // tenants alone (crate::scan).
         SnapshotTable::try_new(bronze.clone(), input, partitions)
+            .map(|scan| scan.with_split_by(bronze_columns::TENANT))
             .map_err(TransformError::iceberg("open snapshot", &bronze_name))
     };
     let mut counted = Vec::new();
@@ -502,6 +505,7 @@ pub async fn run_silver(
             let previous = read(
                 &ctx,
                 SnapshotTable::try_new(silver_table, silver_snapshot, partitions)
+                    .map(|scan| scan.with_split_by(SILVER_TENANT))
                     .map_err(TransformError::iceberg("open snapshot", &silver_name))?,
                 SILVER_TENANT,
                 Some(&changed),

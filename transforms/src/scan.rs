@@ -11,6 +11,13 @@
 //!
 //! A scan can be limited to some of the snapshot's data files ([`FileSelection`]): an
 //! incremental silver run reads only the bronze files added since its base snapshot.
+//!
+//! A scan can also be split by an identity partition column ([`SnapshotTable::with_split_by`],
+//! silver's tenant): each file goes to the partition DataFusion's hash repartitioning would
+//! send its rows to (every row of a file has the file's partition value), and the scan says
+//! it is hash-partitioned by that column. A plan grouping by the column then aggregates each
+//! partition on its own, without a partial aggregation and a repartition of every row. When
+//! the split is uneven (few values), the files are spread by size instead.
 
 use std::any::Any;
 use std::collections::{HashMap, HashSet};
@@ -20,13 +27,18 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow_array::RecordBatch;
 use arrow_schema::{Field, Schema as ArrowSchema, SchemaRef};
+use datafusion::arrow::array::{ArrayRef, StringArray};
+use datafusion::arrow::compute::cast;
 use datafusion::catalog::Session;
+use datafusion::common::hash_utils::create_hashes;
 use datafusion::datasource::{TableProvider, TableType};
 use datafusion::error::{DataFusionError, Result as DFResult};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::TableProviderFilterPushDown;
 use datafusion::physical_expr::EquivalenceProperties;
+use datafusion::physical_expr::expressions::Column;
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::repartition::REPARTITION_RANDOM_STATE;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
@@ -37,6 +49,7 @@ use iceberg::arrow::{ArrowReaderBuilder, schema_to_arrow_schema};
 use iceberg::expr::{Bind, Predicate};
 use iceberg::io::FileIO;
 use iceberg::scan::FileScanTask;
+use iceberg::spec::{Literal, PrimitiveLiteral, Transform};
 use iceberg::table::Table;
 use iceberg_datafusion::physical_plan::convert_filters_to_predicate;
 
@@ -73,9 +86,14 @@ pub struct SnapshotTable {
     predicate: Option<Predicate>,
     /// Prunes files only (see [`SnapshotTable::with_file_filter`]).
     file_filter: Option<(String, Predicate)>,
+    /// Splits files by this identity partition column (see the module docs).
+    split_by: Option<String>,
     partitions: usize,
     rows_read: Arc<AtomicU64>,
 }
+
+/// A hash split is used when no partition gets more than this many times the average bytes.
+const MAX_SPLIT_IMBALANCE: f64 = 1.25;
 
 impl SnapshotTable {
     /// Reads `snapshot_id` of `table` (with that snapshot's schema) in up to `partitions`
@@ -108,6 +126,7 @@ impl SnapshotTable {
             files: FileSelection::All,
             predicate: None,
             file_filter: None,
+            split_by: None,
             partitions: partitions.max(1),
             rows_read: Arc::new(AtomicU64::new(0)),
         })
@@ -138,6 +157,68 @@ impl SnapshotTable {
     pub fn with_file_filter(mut self, column: &str, predicate: Predicate) -> Self {
         self.file_filter = Some((column.to_string(), predicate));
         self
+    }
+
+    /// Splits the files by `column`, an identity partition column of the table, when that
+    /// spreads them evenly enough (see the module docs).
+    pub fn with_split_by(mut self, column: &str) -> Self {
+        self.split_by = Some(column.to_string());
+        self
+    }
+
+    /// The value of the identity partition field `field` (an index in the table's only
+    /// partition spec) in a task's file.
+    fn partition_value(task: &FileScanTask, field: usize) -> Option<String> {
+        match task.partition.as_ref()?.fields().get(field)? {
+            Some(Literal::Primitive(PrimitiveLiteral::String(value))) => Some(value.clone()),
+            _ => None,
+        }
+    }
+
+    /// The files split by the `split_by` column into `self.partitions` hash partitions, with
+    /// the column's index in `schema`, or `None` when the split does not apply (no such
+    /// column in the projection, a file without its value, an uneven split).
+    fn split(
+        &self,
+        tasks: &[FileScanTask],
+        schema: &ArrowSchema,
+    ) -> Option<(usize, Vec<Vec<FileScanTask>>)> {
+        let column = self.split_by.as_ref()?;
+        let index = schema.index_of(column).ok()?;
+        let field_id = self
+            .table
+            .metadata()
+            .snapshot_by_id(self.snapshot_id)?
+            .schema(self.table.metadata())
+            .ok()?
+            .field_id_by_name(column)?;
+        // iceberg's planned tasks do not say under which spec their file was written: the
+        // split needs the table to have had one partition spec only (firn's tables do).
+        let metadata = self.table.metadata();
+        if metadata.partition_specs_iter().count() != 1 {
+            return None;
+        }
+        let field = metadata
+            .default_partition_spec()
+            .fields()
+            .iter()
+            .position(|f| f.source_id == field_id && f.transform == Transform::Identity)?;
+        let values = tasks
+            .iter()
+            .map(|task| Self::partition_value(task, field))
+            .collect::<Option<Vec<String>>>()?;
+        let partitions = hash_partitions(values, schema.field(index).data_type(), self.partitions)?;
+        let mut groups: Vec<Vec<FileScanTask>> = vec![Vec::new(); self.partitions];
+        let mut bytes = vec![0u64; self.partitions];
+        for (task, partition) in tasks.iter().zip(partitions) {
+            bytes[partition] += task.length;
+            groups[partition].push(task.clone());
+        }
+        let total: u64 = bytes.iter().sum();
+        let largest = bytes.iter().copied().max().unwrap_or_default();
+        let even = total as f64 / self.partitions as f64;
+        (self.partitions == 1 || largest as f64 <= even * MAX_SPLIT_IMBALANCE)
+            .then_some((index, groups))
     }
 
     /// The table's Arrow schema (the snapshot's columns).
@@ -310,18 +391,30 @@ impl TableProvider for SnapshotTable {
             .plan(columns, filters)
             .await
             .map_err(|err| DataFusionError::External(Box::new(err)))?;
-        let groups = group_files(tasks, self.partitions, |task| task.length);
+        let (groups, partitioning) = match self.split(&tasks, &schema) {
+            Some((index, groups)) => {
+                let column = Arc::new(Column::new(schema.field(index).name(), index));
+                let partitioning = Partitioning::Hash(vec![column], groups.len());
+                (groups, partitioning)
+            }
+            None => {
+                let groups = group_files(tasks, self.partitions, |task| task.length);
+                let partitioning = Partitioning::UnknownPartitioning(groups.len().max(1));
+                (groups, partitioning)
+            }
+        };
         tracing::debug!(
             table = %self.table.identifier(),
             snapshot = self.snapshot_id,
             files = groups.iter().map(Vec::len).sum::<usize>(),
-            partitions = groups.len(),
+            partitioning = %partitioning,
             "planned scan"
         );
         Ok(Arc::new(FileGroupsExec::new(
             self.table.file_io().clone(),
             schema,
             groups,
+            partitioning,
             self.rows_read.clone(),
         )))
     }
@@ -349,11 +442,12 @@ impl FileGroupsExec {
         file_io: FileIO,
         schema: SchemaRef,
         groups: Vec<Vec<FileScanTask>>,
+        partitioning: Partitioning,
         rows_read: Arc<AtomicU64>,
     ) -> Self {
         let properties = Arc::new(PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
-            Partitioning::UnknownPartitioning(groups.len().max(1)),
+            partitioning,
             EmissionType::Incremental,
             Boundedness::Bounded,
         ));
@@ -456,6 +550,29 @@ impl ExecutionPlan for FileGroupsExec {
     }
 }
 
+/// The partition DataFusion's hash repartitioning into `partitions` sends each value to
+/// (values cast to `data_type`, the column's type, as the rows are hashed). Pure.
+pub fn hash_partitions(
+    values: Vec<String>,
+    data_type: &arrow_schema::DataType,
+    partitions: usize,
+) -> Option<Vec<usize>> {
+    let array: ArrayRef = cast(&StringArray::from(values), data_type).ok()?;
+    let mut hashes = vec![0; array.len()];
+    create_hashes(
+        &[array],
+        REPARTITION_RANDOM_STATE.random_state(),
+        &mut hashes,
+    )
+    .ok()?;
+    Some(
+        hashes
+            .into_iter()
+            .map(|hash| (hash % partitions.max(1) as u64) as usize)
+            .collect(),
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,5 +593,51 @@ mod tests {
             vec![Vec::<u64>::new()]
         );
         assert_eq!(group_files(vec![1u64, 2, 3], 0, |s| *s).len(), 1);
+    }
+
+    /// A file goes to the partition DataFusion's hash repartitioning sends its rows to, so
+    /// that a scan split by a column is hash-partitioned by it as DataFusion means it.
+    #[tokio::test]
+    async fn hash_partitions_agree_with_datafusion_repartitioning() {
+        use datafusion::arrow::array::AsArray;
+        use datafusion::datasource::memory::MemorySourceConfig;
+        use datafusion::physical_plan::collect_partitioned;
+        use datafusion::physical_plan::repartition::RepartitionExec;
+        use datafusion::prelude::SessionContext;
+
+        let values: Vec<String> = (0..40).map(|i| format!("t{i:03}")).collect();
+        for partitions in [1, 2, 3, 8] {
+            let expected =
+                hash_partitions(values.clone(), &arrow_schema::DataType::Utf8, partitions).unwrap();
+            let schema = Arc::new(ArrowSchema::new(vec![Field::new(
+                "tenant",
+                arrow_schema::DataType::Utf8,
+                false,
+            )]));
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(StringArray::from(values.clone()))],
+            )
+            .unwrap();
+            let source = MemorySourceConfig::try_new_exec(&[vec![batch]], schema, None).unwrap();
+            let column = Arc::new(Column::new("tenant", 0));
+            let repartition =
+                RepartitionExec::try_new(source, Partitioning::Hash(vec![column], partitions))
+                    .unwrap();
+            let repartitioned =
+                collect_partitioned(Arc::new(repartition), SessionContext::new().task_ctx())
+                    .await
+                    .unwrap();
+            let mut got = vec![usize::MAX; values.len()];
+            for (partition, batches) in repartitioned.iter().enumerate() {
+                for batch in batches {
+                    for value in batch.column(0).as_string::<i32>().iter().flatten() {
+                        let index = values.iter().position(|v| v == value).unwrap();
+                        got[index] = partition;
+                    }
+                }
+            }
+            assert_eq!(got, expected, "{partitions} partitions");
+        }
     }
 }
