@@ -288,3 +288,64 @@ pub fn assert_no_label_committed_twice(server: &StreamLoadServer) -> usize {
     assert!(twice.is_empty(), "labels committed twice: {twice:?}");
     committed.len()
 }
+
+/// Copies every message of the `from` cluster's topics that `pick` selects to the same
+/// topic-partition of `to` (which has the topics already), in offset order, so offsets,
+/// keys, values and timestamps stay as they were.
+pub fn copy_topics(from: &str, to: &str, topics: &[String], partitions: i32) {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Message;
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+    use std::time::Duration;
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", from)
+        .set("group.id", "firn-test-copy")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("copy consumer");
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", to)
+        .set("enable.idempotence", "true")
+        .create()
+        .expect("copy producer");
+    let mut remaining = 0;
+    let mut assignment = TopicPartitionList::new();
+    for topic in topics {
+        for partition in 0..partitions {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                .expect("watermarks");
+            remaining += high - low;
+            assignment
+                .add_partition_offset(topic, partition, Offset::Beginning)
+                .expect("assign");
+        }
+    }
+    consumer.assign(&assignment).expect("assign");
+    while remaining > 0 {
+        let message = consumer
+            .poll(Duration::from_secs(10))
+            .expect("a message to copy")
+            .expect("consume");
+        let mut record =
+            BaseRecord::<[u8], [u8]>::to(message.topic()).partition(message.partition());
+        if let Some(key) = message.key() {
+            record = record.key(key);
+        }
+        if let Some(value) = message.payload() {
+            record = record.payload(value);
+        }
+        if let Some(ms) = message.timestamp().to_millis() {
+            record = record.timestamp(ms);
+        }
+        producer
+            .send(record)
+            .map_err(|(err, _)| err)
+            .expect("produce");
+        producer.poll(Duration::ZERO);
+        remaining -= 1;
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+}

@@ -14,10 +14,11 @@ use std::time::Duration;
 use firn_catalog::config::PipelineConfig;
 use firn_catalog::relay_ledger::RelayLedger;
 use firn_catalog::{TableName, Tier};
-use firn_ingest::relay::{self, RelayOptions, RelayReport};
+use firn_ingest::relay::{self, RelayMetrics, RelayOptions, RelayReport};
 use firn_tests::relay_harness::{
-    DB, TABLE, assert_hot_equals_gold, assert_no_label_committed_twice, generator, hot_schema, key,
-    relay_command, relay_config, relay_options, server, setup, write_relay_config,
+    DB, Setup, TABLE, assert_hot_equals_gold, assert_no_label_committed_twice, copy_topics,
+    generator, hot_schema, key, relay_command, relay_config, relay_options, server, setup,
+    write_relay_config,
 };
 use firn_tests::stream_load::{
     Fault, FaultRule, Limits, StreamLoadConfig, StreamLoadServer, TxnState,
@@ -209,6 +210,27 @@ async fn an_evicted_label_loaded_again_leaves_the_table_right() {
     assert_hot_equals_gold(&server, &setup);
 }
 
+/// A relay config whose batches and in-flight budget are `budget` bytes (20 rows at most).
+fn budget_config(setup: &Setup, server: &StreamLoadServer, budget: u64) -> PipelineConfig {
+    relay_config(
+        setup.lake.dir.path(),
+        server,
+        &format!(
+            "interval = \"100ms\"\nmax-batch-rows = 20\nmax-batch-bytes = {budget}\nmax-in-flight-bytes = {budget}"
+        ),
+        None,
+    )
+}
+
+/// Waits (30 s at most, else fails with `failure`) until backpressure pauses the consumer.
+async fn until_paused(metrics: &RelayMetrics, failure: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while metrics.paused.get() != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "{failure}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// §9.6 test 7: StarRocks refuses every load (running-txn limit): the relay backs off and
 /// retries the same label, pauses Kafka instead of buffering, and finishes once the limit
 /// lifts.
@@ -221,14 +243,7 @@ async fn the_running_txn_limit_pauses_the_consumer_instead_of_growing_memory() {
         ..Limits::default()
     });
     let budget = 16 * 1024;
-    let config = relay_config(
-        setup.lake.dir.path(),
-        &server,
-        &format!(
-            "interval = \"100ms\"\nmax-batch-rows = 20\nmax-batch-bytes = {budget}\nmax-in-flight-bytes = {budget}"
-        ),
-        None,
-    );
+    let config = budget_config(&setup, &server, budget);
     let options = relay_options(&setup, &config);
     let metrics = options.metrics.clone();
     let task = {
@@ -236,14 +251,7 @@ async fn the_running_txn_limit_pauses_the_consumer_instead_of_growing_memory() {
         let options = options.clone();
         tokio::spawn(async move { relay::run(&config, &options, &AtomicBool::new(false)).await })
     };
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while metrics.paused.get() != 1 {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the consumer never paused"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_paused(&metrics, "the consumer never paused").await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(
         metrics.paused.get(),
@@ -272,6 +280,54 @@ async fn the_running_txn_limit_pauses_the_consumer_instead_of_growing_memory() {
         report.tables[TABLE].retries > 0,
         "the refused load was retried"
     );
+    assert_hot_equals_gold(&server, &setup);
+    assert_no_label_committed_twice(&server);
+}
+
+/// Backpressure pauses the consumer while a model still waits for the first event of one
+/// of its inputs (all `orders` read, no `order_items` yet): the waited-for input's topics
+/// keep being read, otherwise the open batches filling the budget could never be shaped and
+/// the relay would wait forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_waiting_for_an_input_keeps_reading_it_while_paused() {
+    let setup = setup(&generator()).await;
+    let server = server().await;
+    let partitions = 2;
+    let cluster = rdkafka::mocking::MockCluster::new(1).expect("start the mock cluster");
+    let brokers = cluster.bootstrap_servers();
+    let topics = setup.source.generator.topics();
+    for topic in &topics {
+        cluster
+            .create_topic(topic, partitions, 1)
+            .expect("create topic");
+    }
+    let (items, others): (Vec<String>, Vec<String>) =
+        topics.into_iter().partition(|t| t.ends_with("order_items"));
+    assert!(
+        !items.is_empty() && !others.is_empty(),
+        "{items:?} {others:?}"
+    );
+    copy_topics(&setup.source.brokers, &brokers, &others, partitions);
+
+    let budget = 4 * 1024;
+    let config = budget_config(&setup, &server, budget);
+    let mut options = relay_options(&setup, &config);
+    options.brokers = brokers.clone();
+    let metrics = options.metrics.clone();
+    let task =
+        tokio::spawn(async move { relay::run(&config, &options, &AtomicBool::new(false)).await });
+    until_paused(&metrics, "the consumer never paused on the orders alone").await;
+    assert!(
+        server.labels().is_empty(),
+        "nothing can be shaped without items"
+    );
+    copy_topics(&setup.source.brokers, &brokers, &items, partitions);
+    let report = tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("the relay reads the items while paused and finishes")
+        .unwrap()
+        .unwrap();
+    assert!(report.pauses >= 1);
     assert_hot_equals_gold(&server, &setup);
     assert_no_label_committed_twice(&server);
 }

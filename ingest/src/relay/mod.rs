@@ -47,7 +47,7 @@ pub mod test_server;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -211,6 +211,9 @@ struct HotTable {
     failed_typing: Option<u64>,
     /// When this table's last batch was cut for loading (at most one per `interval`).
     last_cut: Option<Instant>,
+    /// The inputs (source tables) whose events the last cut waited for
+    /// ([`shape::NotReady::inputs`]): read even while the consumer is paused.
+    waiting_for: BTreeSet<String>,
 }
 
 impl HotTable {
@@ -360,6 +363,8 @@ pub async fn run(
         catalog: None,
     };
     let mut paused = false;
+    // While paused, the topics still read (see `source::topics_of`).
+    let mut kept_reading = BTreeSet::new();
     let mut caught_up = false;
     let mut draining = false;
     let mut last_lag = Instant::now();
@@ -442,6 +447,7 @@ pub async fn run(
                 Cut::Load(entry) => {
                     table.open = OpenBatch::default();
                     table.last_cut = Some(cut_started);
+                    table.waiting_for.clear();
                     start_load(
                         &mut loads,
                         &client,
@@ -452,7 +458,10 @@ pub async fn run(
                         closed.event_times,
                     );
                 }
-                Cut::Empty => table.open = OpenBatch::default(),
+                Cut::Empty => {
+                    table.open = OpenBatch::default();
+                    table.waiting_for.clear();
+                }
                 Cut::NotReady(reason) if finishing => {
                     return Err(RelayError::Config(format!(
                         "gold model `{}` cannot run on what was read: {reason}",
@@ -460,6 +469,7 @@ pub async fn run(
                     )));
                 }
                 Cut::NotReady(reason) => {
+                    table.waiting_for = reason.inputs();
                     if let shape::NotReady::FailsWithInferredTypes { .. } = reason {
                         table.failed_typing = Some(table.state.typing());
                     }
@@ -484,8 +494,17 @@ pub async fn run(
             .sum();
         report.peak_buffered_bytes = report.peak_buffered_bytes.max(used);
         let pause = should_pause(paused, &loads_now, &limits);
+        let waited_for: BTreeSet<&str> = tables
+            .iter()
+            .flat_map(|t| t.waiting_for.iter().map(String::as_str))
+            .collect();
+        let keep_reading = source::topics_of(&routes, &waited_for);
+        if pause && paused && keep_reading != kept_reading {
+            source::set_paused(&consumer, &assignment, true, &keep_reading)?;
+        }
+        kept_reading = keep_reading;
         if pause != paused {
-            source::set_paused(&consumer, &assignment, pause)?;
+            source::set_paused(&consumer, &assignment, pause, &kept_reading)?;
             paused = pause;
             options.metrics.paused.set(i64::from(pause));
             if pause {
@@ -1056,6 +1075,7 @@ async fn hot_tables(
             warned_not_ready: false,
             failed_typing: None,
             last_cut: None,
+            waiting_for: BTreeSet::new(),
         });
     }
     Ok(tables)

@@ -90,6 +90,28 @@ impl std::fmt::Display for NotReady {
     }
 }
 
+impl NotReady {
+    /// The inputs (source tables) whose events can make the batch ready: the unseen input,
+    /// or the tables of the columns typed only by inference.
+    pub fn inputs(&self) -> BTreeSet<String> {
+        let tables_of = |columns: &[String]| -> BTreeSet<String> {
+            columns
+                .iter()
+                .map(|c| {
+                    c.split_once('.')
+                        .map_or(c.as_str(), |(table, _)| table)
+                        .to_string()
+                })
+                .collect()
+        };
+        match self {
+            NotReady::UnseenInput(table) => BTreeSet::from([table.clone()]),
+            NotReady::InferredTypes(columns) => tables_of(columns),
+            NotReady::FailsWithInferredTypes { columns, .. } => tables_of(columns),
+        }
+    }
+}
+
 /// Shapes the hot rows of `keys` from the current state. Unless `allow_inferred`, a state
 /// where some column's type was only inferred from schemaless JSON is not shaped: with
 /// sources that mix schemas and schemaless JSON, bronze types such a column from the typed
@@ -463,6 +485,22 @@ pub(crate) mod tests {
     use crate::relay::state::Change;
 
     const SQL: &str = include_str!("../../../sql/gold/order_facts.sql");
+
+    #[test]
+    fn a_batch_not_ready_waits_for_the_inputs_that_can_make_it_ready() {
+        let unseen = NotReady::UnseenInput("order_items".into());
+        assert_eq!(unseen.inputs(), BTreeSet::from(["order_items".to_string()]));
+        let inferred = NotReady::FailsWithInferredTypes {
+            columns: vec!["orders.ordered_at".into(), "orders.total".into()],
+            error: "cast".into(),
+        };
+        assert_eq!(inferred.inputs(), BTreeSet::from(["orders".to_string()]));
+        let both = NotReady::InferredTypes(vec!["orders.total".into(), "order_items.price".into()]);
+        assert_eq!(
+            both.inputs(),
+            BTreeSet::from(["order_items".to_string(), "orders".to_string()])
+        );
+    }
 
     /// The demo's `order_facts` model over `order_items` and `orders`.
     pub(crate) fn model() -> RelayModel {

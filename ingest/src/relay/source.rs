@@ -6,7 +6,7 @@
 //! [`consumer`] is the one place the consumer is made, so a consumer-group source can
 //! replace it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use firn_catalog::config::{PipelineConfig, RelayConfig, SourceConfig, TenantRule, TopicTemplate};
@@ -156,21 +156,50 @@ pub fn poll_batch(
     Ok(out)
 }
 
-/// Pauses or resumes every assigned partition.
+/// Resumes every assigned partition, or pauses them all except those of the `keep_reading`
+/// topics (which are resumed).
 pub fn set_paused(
     consumer: &BaseConsumer,
     assignment: &TopicPartitionList,
     paused: bool,
+    keep_reading: &BTreeSet<String>,
 ) -> Result<(), RelayError> {
-    if paused {
-        consumer
-            .pause(assignment)
-            .map_err(RelayError::kafka("pause partitions"))
-    } else {
-        consumer
+    if !paused {
+        return consumer
             .resume(assignment)
-            .map_err(RelayError::kafka("resume partitions"))
+            .map_err(RelayError::kafka("resume partitions"));
     }
+    let (mut pause, mut resume) = (TopicPartitionList::new(), TopicPartitionList::new());
+    for element in assignment.elements() {
+        let list = if keep_reading.contains(element.topic()) {
+            &mut resume
+        } else {
+            &mut pause
+        };
+        list.add_partition(element.topic(), element.partition());
+    }
+    if pause.count() > 0 {
+        consumer
+            .pause(&pause)
+            .map_err(RelayError::kafka("pause partitions"))?;
+    }
+    if resume.count() > 0 {
+        consumer
+            .resume(&resume)
+            .map_err(RelayError::kafka("resume partitions"))?;
+    }
+    Ok(())
+}
+
+/// The topics of `inputs` (source tables): those keep being read while the consumer is
+/// paused, because a model waiting for its first event of an input cannot shape the open
+/// batches that fill the budget until that event arrives.
+pub fn topics_of(routes: &Routes, inputs: &BTreeSet<&str>) -> BTreeSet<String> {
+    routes
+        .iter()
+        .filter(|(_, (source, _, _))| inputs.contains(source.table.as_str()))
+        .map(|(topic, _)| topic.clone())
+        .collect()
 }
 
 /// Whether every assigned partition has been read to its end: `next` holds the next
