@@ -12,29 +12,17 @@ stamp="$venv/.firn-requirements.sha256"
 
 log() { echo "bench/python-env: $*" >&2; }
 
-mkdir -p "$cache"
-exec 9>"$cache/bench-venv.lock"
-command -v flock >/dev/null 2>&1 && flock 9
+# shellcheck source=tests/scripts/venv-lib.sh
+. "$repo_root/tests/scripts/venv-lib.sh"
+venv_lock bench-venv
 
 want="$(cat "${reqs[@]}" | sha256sum | cut -d' ' -f1)"
 if [ -x "$venv/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     echo "$venv/bin/python"
     exit 0
 fi
-base="${FIRN_BASE_PYTHON:-}"
-if [ -z "$base" ]; then
-    if command -v python3.11 >/dev/null 2>&1; then base=python3.11; else base=python3; fi
-fi
-out="$(mktemp "${TMPDIR:-/tmp}/firn-bench-env.XXXXXX")"
-trap 'rm -f "$out"' EXIT
+base="$(base_python "pyiceberg 0.12")"
 log "building $venv (pyspark is a large download; once)"
-rm -rf "$venv"
-if ! { "$base" -m venv "$venv" &&
-    "$venv/bin/python" -m pip install --quiet --upgrade pip &&
-    "$venv/bin/python" -m pip install --quiet -r "${reqs[0]}" -r "${reqs[1]}"; } >"$out" 2>&1; then
-    log "building the venv failed:"
-    cat "$out" >&2
-    exit 1
-fi
+build_venv "$venv" "$base" -r "${reqs[0]}" -r "${reqs[1]}"
 echo "$want" >"$stamp"
 echo "$venv/bin/python"

@@ -31,22 +31,11 @@ log() { echo "airflow-env: $*" >&2; }
 [ -f "$req" ] || { log "missing $req"; exit 1; }
 grep -qx "apache-airflow==$airflow_version" "$req" ||
     { log "$req does not pin apache-airflow==$airflow_version"; exit 1; }
-mkdir -p "$cache"
+# shellcheck source=tests/scripts/venv-lib.sh
+. "$repo_root/tests/scripts/venv-lib.sh"
+venv_lock airflow-venv
 
-# Serialise concurrent runs (two `make` invocations sharing one cache).
-exec 9>"$cache/airflow-venv.lock"
-if command -v flock >/dev/null 2>&1; then
-    flock 9
-fi
-
-base="${FIRN_BASE_PYTHON:-}"
-if [ -z "$base" ]; then
-    if command -v python3.11 >/dev/null 2>&1; then base=python3.11; else base=python3; fi
-fi
-if ! "$base" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' 2>/dev/null; then
-    log "$base is missing or older than Python 3.10 (Airflow $airflow_version needs >= 3.10)"
-    exit 1
-fi
+base="$(base_python "Airflow $airflow_version")"
 pyver="$("$base" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')"
 constraints="$repo_root/airflow_dags/constraints-$pyver.txt"
 
@@ -67,29 +56,11 @@ if [ "$freeze" != 1 ] && venv_ok && [ -f "$marker" ] && [ "$(cat "$marker")" = "
     exit 0
 fi
 
-out="$(mktemp "${TMPDIR:-/tmp}/firn-airflow-env.XXXXXX")"
-trap 'rm -f "$out"' EXIT
-
-pip_args=(--quiet -r "$req")
+pip_args=(-r "$req")
 if [ "$freeze" != 1 ] && [ -f "$constraints" ]; then
     pip_args+=(-c "$constraints")
 fi
-
-# Missing, broken or out of date: build a fresh venv, so a half-finished install never lingers.
-rm -rf "$venv"
-if ! "$base" -m venv "$venv" >"$out" 2>&1; then
-    log "creating the venv with $base failed:"
-    cat "$out" >&2
-    exit 1
-fi
-if ! {
-    "$venv/bin/python" -m pip install --quiet --upgrade pip &&
-        "$venv/bin/python" -m pip install "${pip_args[@]}"
-} >"$out" 2>&1; then
-    log "pip install -r $req failed:"
-    cat "$out" >&2
-    exit 1
-fi
+build_venv "$venv" "$base" "${pip_args[@]}"
 if [ "$freeze" = 1 ]; then
     {
         echo "# pip freeze of $venv (Python $pyver) built from airflow_dags/requirements.txt;"

@@ -19,13 +19,9 @@ stamp="$venv/.firn-requirements.sha256"
 log() { echo "python-env: $*" >&2; }
 
 [ -f "$req" ] || { log "missing $req"; exit 1; }
-mkdir -p "$cache"
-
-# Serialise concurrent runs (two `make` invocations sharing one cache).
-exec 9>"$cache/venv.lock"
-if command -v flock >/dev/null 2>&1; then
-    flock 9
-fi
+# shellcheck source=tests/scripts/venv-lib.sh
+. "$repo_root/tests/scripts/venv-lib.sh"
+venv_lock venv
 
 want="$(sha256sum "$req" | cut -d' ' -f1)"
 
@@ -38,33 +34,7 @@ if venv_ok && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     exit 0
 fi
 
-base="${FIRN_BASE_PYTHON:-}"
-if [ -z "$base" ]; then
-    if command -v python3.11 >/dev/null 2>&1; then base=python3.11; else base=python3; fi
-fi
-if ! "$base" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' 2>/dev/null; then
-    log "$base is missing or older than Python 3.10 (pyiceberg 0.12 needs >= 3.10)"
-    exit 1
-fi
-
-out="$(mktemp "${TMPDIR:-/tmp}/firn-python-env.XXXXXX")"
-trap 'rm -f "$out"' EXIT
-
-# Missing, broken or out of date: build a fresh venv, so a package dropped from the requirements
-# is gone too (as it is on CI's new machine) and a half-finished install never lingers.
-rm -rf "$venv"
-if ! "$base" -m venv "$venv" >"$out" 2>&1; then
-    log "creating the venv with $base failed:"
-    cat "$out" >&2
-    exit 1
-fi
-if ! {
-    "$venv/bin/python" -m pip install --quiet --upgrade pip &&
-        "$venv/bin/python" -m pip install --quiet --upgrade -r "$req"
-} >"$out" 2>&1; then
-    log "pip install -r $req failed:"
-    cat "$out" >&2
-    exit 1
-fi
+base="$(base_python "pyiceberg 0.12")"
+build_venv "$venv" "$base" --upgrade -r "$req"
 echo "$want" >"$stamp"
 echo "$venv/bin/python"
