@@ -180,6 +180,26 @@ fn fenced_unless(owned: bool, hot_table: &str) -> Result<()> {
     }
 }
 
+/// Runs `$statements` (with the open transaction as `$tx`) in one transaction on either
+/// pool, after checking inside it that `$owner` still holds `$hot_table`; a lost claim
+/// commits nothing and is [`CatalogError::Fenced`]. `$what` names the operation in errors.
+macro_rules! in_owned_tx {
+    ($ledger:expr, $hot_table:expr, $owner:expr, $what:expr, |$tx:ident| $statements:block) => {{
+        let outcome: std::result::Result<bool, sqlx::Error> = on_pool!($ledger, pool => {
+            async {
+                let mut $tx = pool.begin().await?;
+                if !owns!($tx, $hot_table, $owner) {
+                    return Ok(false);
+                }
+                $statements
+                $tx.commit().await.map(|()| true)
+            }
+            .await
+        });
+        fenced_unless(outcome.map_err(CatalogError::db($what))?, $hot_table)
+    }};
+}
+
 impl RelayLedger {
     /// Connects to the catalog database and creates the ledger tables if missing.
     pub async fn connect(database: &CatalogDatabase, password: Option<&Secret>) -> Result<Self> {
@@ -324,46 +344,34 @@ impl RelayLedger {
             VALUES ($1, $2, $3, $4)
             ON CONFLICT (hot_table, topic, kafka_partition)
             DO UPDATE SET next_offset = excluded.next_offset";
-        macro_rules! record_on {
-            ($pool:expr) => {{
-                let record = async {
-                    let mut tx = $pool.begin().await?;
-                    if !owns!(tx, &entry.hot_table, owner) {
-                        return Ok(false);
-                    }
-                    sqlx::query(insert)
+        in_owned_tx!(
+            self,
+            &entry.hot_table,
+            owner,
+            "record a relay batch",
+            |tx| {
+                sqlx::query(insert)
+                    .bind(&entry.hot_table)
+                    .bind(entry.seq)
+                    .bind(&entry.label)
+                    .bind(&ranges)
+                    .bind(entry.state.as_str())
+                    .bind(entry.rows)
+                    .bind(body)
+                    .bind(now_ms())
+                    .bind(acked_at)
+                    .execute(&mut *tx)
+                    .await?;
+                for range in &entry.ranges {
+                    sqlx::query(position)
                         .bind(&entry.hot_table)
-                        .bind(entry.seq)
-                        .bind(&entry.label)
-                        .bind(&ranges)
-                        .bind(entry.state.as_str())
-                        .bind(entry.rows)
-                        .bind(body)
-                        .bind(now_ms())
-                        .bind(acked_at)
+                        .bind(&range.topic)
+                        .bind(range.partition)
+                        .bind(range.last + 1)
                         .execute(&mut *tx)
                         .await?;
-                    for range in &entry.ranges {
-                        sqlx::query(position)
-                            .bind(&entry.hot_table)
-                            .bind(&range.topic)
-                            .bind(range.partition)
-                            .bind(range.last + 1)
-                            .execute(&mut *tx)
-                            .await?;
-                    }
-                    tx.commit().await.map(|()| true)
-                };
-                record.await
-            }};
-        }
-        let outcome: std::result::Result<bool, sqlx::Error> = match &self.pool {
-            Pool::Sqlite(pool) => record_on!(pool),
-            Pool::Postgres(pool) => record_on!(pool),
-        };
-        fenced_unless(
-            outcome.map_err(CatalogError::db("record a relay batch"))?,
-            &entry.hot_table,
+                }
+            }
         )
     }
 
@@ -382,38 +390,20 @@ impl RelayLedger {
             WHERE hot_table = $3 AND seq = $4";
         let prune = "DELETE FROM firn_relay_ledger
             WHERE hot_table = $1 AND state = 'acked' AND seq < $2";
-        macro_rules! ack_on {
-            ($pool:expr) => {{
-                let ack = async {
-                    let mut tx = $pool.begin().await?;
-                    if !owns!(tx, hot_table, owner) {
-                        return Ok(false);
-                    }
-                    sqlx::query(update)
-                        .bind(dead_letters)
-                        .bind(now_ms())
-                        .bind(hot_table)
-                        .bind(seq)
-                        .execute(&mut *tx)
-                        .await?;
-                    sqlx::query(prune)
-                        .bind(hot_table)
-                        .bind(seq - KEEP_ACKED)
-                        .execute(&mut *tx)
-                        .await?;
-                    tx.commit().await.map(|()| true)
-                };
-                ack.await
-            }};
-        }
-        let outcome: std::result::Result<bool, sqlx::Error> = match &self.pool {
-            Pool::Sqlite(pool) => ack_on!(pool),
-            Pool::Postgres(pool) => ack_on!(pool),
-        };
-        fenced_unless(
-            outcome.map_err(CatalogError::db("acknowledge a relay batch"))?,
-            hot_table,
-        )
+        in_owned_tx!(self, hot_table, owner, "acknowledge a relay batch", |tx| {
+            sqlx::query(update)
+                .bind(dead_letters)
+                .bind(now_ms())
+                .bind(hot_table)
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(prune)
+                .bind(hot_table)
+                .bind(seq - KEEP_ACKED)
+                .execute(&mut *tx)
+                .await?;
+        })
     }
 
     /// Every entry's (seq, label, state) for a table, oldest first (audits and tests).
