@@ -170,7 +170,8 @@ where
                 .connect
                 .get("fields")
                 .and_then(Value::as_array)
-                .cloned(),
+                .cloned()
+                .map(std::sync::Arc::new),
         }),
         other => Err(error(
             DecodeErrorKind::MissingKey,

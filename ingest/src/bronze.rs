@@ -97,10 +97,10 @@ pub fn may_be_refused(types: &mut HashMap<String, PrimitiveType>, cells: &[Cell]
             continue;
         }
         let wanted = iceberg_type(cell.column_type);
-        match types.get(cell.name.as_str()) {
+        match types.get(&*cell.name) {
             Some(known) => refusable |= *known != wanted,
             None => {
-                types.insert(cell.name.clone(), wanted);
+                types.insert(cell.name.to_string(), wanted);
             }
         }
     }
@@ -126,7 +126,7 @@ pub fn plan_schema_changes<R: Borrow<BronzeRow>>(
                 if cell.typed != pass_typed
                     || cell.name.starts_with(METADATA_PREFIX)
                     || known.get(position, &cell.name, || {
-                        column_types.contains_key(&cell.name)
+                        column_types.contains_key(&*cell.name)
                     })
                 {
                     continue;
@@ -136,10 +136,10 @@ pub fn plan_schema_changes<R: Borrow<BronzeRow>>(
                     continue;
                 }
                 let kind = iceberg_type(cell.column_type);
-                column_types.insert(cell.name.clone(), kind.clone());
+                column_types.insert(cell.name.to_string(), kind.clone());
                 known.clear();
                 changes.push(SchemaChange::AddColumn {
-                    name: cell.name.clone(),
+                    name: cell.name.to_string(),
                     field_type: Type::Primitive(kind),
                     doc: None,
                 });
@@ -161,7 +161,7 @@ pub fn plan_schema_changes<R: Borrow<BronzeRow>>(
                 break;
             }
             let Some(current) = current_types.get(position, &cell.name, || {
-                column_types.get(&cell.name).cloned()
+                column_types.get(&*cell.name).cloned()
             }) else {
                 continue;
             };
@@ -173,13 +173,13 @@ pub fn plan_schema_changes<R: Borrow<BronzeRow>>(
                 continue;
             }
             if cell.typed && firn_catalog::commit::is_widening(&current, &wanted) {
-                column_types.insert(cell.name.clone(), wanted.clone());
+                column_types.insert(cell.name.to_string(), wanted.clone());
                 current_types.clear();
                 changes.retain(
-                    |c| !matches!(c, SchemaChange::WidenColumn { name, .. } if *name == cell.name),
+                    |c| !matches!(c, SchemaChange::WidenColumn { name, .. } if **name == *cell.name),
                 );
                 changes.push(SchemaChange::WidenColumn {
-                    name: cell.name.clone(),
+                    name: cell.name.to_string(),
                     to: wanted,
                 });
                 continue;
@@ -199,7 +199,8 @@ pub fn plan_schema_changes<R: Borrow<BronzeRow>>(
 
 /// Lookups by column name remembered per cell position: the rows of a table mostly list the
 /// same columns in the same order, so the previous row's answer at a position is reused when
-/// the name there is the same (a string compare instead of hashing the name per cell).
+/// the name there is the same (a string compare instead of hashing the name per cell; the
+/// decoder interns names, so that is mostly the same pointer, and the text is not read).
 struct ByPosition<'a, T> {
     memo: Vec<Option<(&'a str, T)>>,
 }
@@ -212,7 +213,7 @@ impl<'a, T: Clone> ByPosition<'a, T> {
     /// The answer for `name` at `position`: remembered, or `lookup`'s (then remembered).
     fn get(&mut self, position: usize, name: &'a str, lookup: impl FnOnce() -> T) -> T {
         if let Some(Some((known, value))) = self.memo.get(position)
-            && *known == name
+            && (std::ptr::eq(*known, name) || *known == name)
         {
             return value.clone();
         }
@@ -526,7 +527,7 @@ pub fn build_batch<R: Borrow<BronzeRow>>(
         let row: &BronzeRow = row.borrow();
         fitted.fill(Fitted::Null);
         for (position, cell) in row.cells.iter().enumerate() {
-            let found = lookups.get(position, &cell.name, || columns.get(cell.name.as_str()));
+            let found = lookups.get(position, &cell.name, || columns.get(&*cell.name));
             let Some((column, target)) = found else {
                 if cell.value == CellValue::Null {
                     continue;

@@ -1223,7 +1223,7 @@ fn resolve_tenant(
 }
 
 fn field_tenant(row: &[crate::debezium::Cell], field: &str) -> Result<String, String> {
-    let value = row.iter().find(|c| c.name == field).map(|c| &c.value);
+    let value = row.iter().find(|c| &*c.name == field).map(|c| &c.value);
     let tenant = match value {
         Some(CellValue::String(text)) => text.clone(),
         Some(CellValue::Long(v)) => v.to_string(),

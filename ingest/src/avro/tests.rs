@@ -193,7 +193,7 @@ fn avro_cell_raw(v_type: Value, v: A) -> Cell {
     event
         .row
         .into_iter()
-        .find(|c| c.name == "v")
+        .find(|c| &*c.name == "v")
         .expect("column v")
 }
 
@@ -205,7 +205,7 @@ fn json_cell(field_schema: &Value, value: &Value) -> Cell {
     event
         .row
         .into_iter()
-        .find(|c| c.name == "v")
+        .find(|c| &*c.name == "v")
         .expect("column v")
 }
 
@@ -699,7 +699,7 @@ fn nan_and_nulls_decode_like_json() {
         envelope("c", None, Some(row(1, None))),
     );
     let event = change(decode(Some(&json_key()), Some(&bytes), lookup(&registered)));
-    let v = event.row.iter().find(|c| c.name == "v").unwrap();
+    let v = event.row.iter().find(|c| &*c.name == "v").unwrap();
     assert_eq!(
         (v.column_type, &v.value),
         (ColumnType::Long, &CellValue::Null)
@@ -990,7 +990,7 @@ fn mongodb_documents_arrive_as_json_strings_in_avro_too() {
     let cells: Vec<_> = event
         .row
         .iter()
-        .map(|c| (c.name.as_str(), c.value.clone()))
+        .map(|c| (&*c.name, c.value.clone()))
         .collect();
     assert_eq!(
         cells,
@@ -1016,7 +1016,7 @@ fn mongodb_documents_arrive_as_json_strings_in_avro_too() {
         Some(&encode(11, &schema, delete)),
         lookup(&registered),
     ));
-    assert_eq!(event.row[0].name, "_id");
+    assert_eq!(&*event.row[0].name, "_id");
     assert_eq!(
         event.row[0].value,
         CellValue::String("5f1e7d0c9d3b2a0001a1b2c3".into())

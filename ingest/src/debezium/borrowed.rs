@@ -10,23 +10,32 @@
 //!
 //! Embedded schemas (about 3.5 kB a message with `schemas.enable=true`) repeat per table
 //! version, so each distinct schema is parsed once and kept, keyed by its bytes, in a small
-//! per-thread cache that is emptied when it holds [`SCHEMA_CACHE_ENTRIES`].
+//! per-thread cache that is emptied when it holds [`SCHEMA_CACHE_ENTRIES`]. A cached schema
+//! keeps its rows' plan ([`RowPlan`]: interned names, decided readings). The schemas seen
+//! last are also matched against the message bytes directly: a value that starts with
+//! `{"schema":` followed by the exact text of one of them and `,"payload":` skips the
+//! schema without scanning or hashing it (a JSON converter writes its values that way).
 
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::collections::HashMap;
+
+// hashbrown with foldhash: the schema cache's keys are kilobytes of text, hashed per message.
+use datafusion::common::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use serde::Deserialize;
-use serde::de::{self, MapAccess, SeqAccess, Visitor};
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use super::{Cell, CellValue, ColumnType, Key, Op, decode_row, infer, position_of};
+use super::{Cell, CellValue, ColumnType, Key, Op, RowPlan, infer, intern, position_of};
 
 /// Distinct embedded schemas kept per thread before the cache starts over.
 pub const SCHEMA_CACHE_ENTRIES: usize = 256;
+
+/// The schemas seen last, matched against a value's bytes before any parsing.
+const RECENT_SCHEMAS: usize = 8;
 
 /// A JSON converter value: `{"schema": .., "payload": ..}` or a bare envelope. Every field
 /// is optional so both forms parse; `present` keeps an explicit `null` apart from absence.
@@ -157,12 +166,18 @@ pub(super) fn decode(key: &Key, value: &[u8]) -> Option<FastEvent> {
     if key.fields.is_empty() {
         return None;
     }
+    if let Some(event) = decode_with_recent_schema(value) {
+        return Some(event);
+    }
     let top: Envelope = serde_json::from_slice(value).ok()?;
     match (top.schema, top.payload) {
         (Some(schema), Some(payload)) => {
-            let schema = (schema.get() != "null").then_some(schema);
+            let schemas = match schema.get() {
+                "null" => None,
+                text => Some(row_schemas(text)?),
+            };
             let envelope: PayloadEnvelope = serde_json::from_str(object(payload)?).ok()?;
-            decode_payload(schema, envelope)
+            decode_payload(schemas.as_deref(), envelope)
         }
         _ => {
             let op = Op::parse(top.op.as_deref()?)?;
@@ -179,9 +194,38 @@ pub(super) fn decode(key: &Key, value: &[u8]) -> Option<FastEvent> {
     }
 }
 
+/// `{"schema":S,"payload":P}` where `S` is, byte for byte, a recently parsed schema: `P`
+/// decoded with that schema's plan, as the general path would decode it. `None` when the
+/// value has another form (the caller then takes the general path).
+pub(super) fn decode_with_recent_schema(value: &[u8]) -> Option<FastEvent> {
+    const SCHEMA: &[u8] = b"{\"schema\":";
+    const PAYLOAD: &[u8] = b",\"payload\":";
+    let rest = value.strip_prefix(SCHEMA)?;
+    let (schemas, payload) = RECENT.with(|recent| {
+        let recent = recent.borrow();
+        recent.iter().find_map(|(text, schemas)| {
+            let payload = rest
+                .get(text.len()..)?
+                .strip_prefix(PAYLOAD)
+                .filter(|_| rest.starts_with(text.as_bytes()))?;
+            Some((schemas.clone(), payload))
+        })
+    })?;
+    // The payload object, then the closing brace of the value (and only whitespace).
+    let payload = payload.trim_ascii_end().strip_suffix(b"}")?;
+    if payload.trim_ascii_start().first() != Some(&b'{') {
+        return None;
+    }
+    let envelope: PayloadEnvelope = serde_json::from_slice(payload).ok()?;
+    decode_payload(Some(&*schemas), envelope)
+}
+
 /// The payload of a value with an embedded schema: rows typed by the schema when it has
 /// a row struct, inferred otherwise.
-fn decode_payload(schema: Option<&RawValue>, envelope: PayloadEnvelope) -> Option<FastEvent> {
+fn decode_payload(
+    schemas: Option<&Option<RowSchemas>>,
+    envelope: PayloadEnvelope,
+) -> Option<FastEvent> {
     let op = Op::parse(envelope.op.as_deref()?)?;
     if op == Op::Truncate {
         return None;
@@ -196,24 +240,19 @@ fn decode_payload(schema: Option<&RawValue>, envelope: PayloadEnvelope) -> Optio
     } else {
         envelope.after?
     })?;
-    let field_schemas = match schema {
-        Some(schema) => Some(row_schemas(schema.get())?),
-        None => None,
-    };
-    let row_schema = field_schemas
-        .as_deref()
-        .and_then(Option::as_ref)
-        .and_then(|s| {
-            if op == Op::Delete {
-                s.before.as_ref()
-            } else {
-                s.after.as_ref()
-            }
-        });
-    let row = match row_schema {
-        Some(fields) => {
-            let values: serde_json::Map<String, Value> = serde_json::from_str(row).ok()?;
-            decode_row(values, Some(fields)).ok()?
+    let row_plan = schemas.and_then(Option::as_ref).and_then(|s| {
+        if op == Op::Delete {
+            s.before.as_ref()
+        } else {
+            s.after.as_ref()
+        }
+    });
+    let row = match row_plan {
+        Some(plan) => {
+            let mut deserializer = serde_json::Deserializer::from_str(row);
+            let values = PlannedRow(plan).deserialize(&mut deserializer).ok()?;
+            deserializer.end().ok()?;
+            plan.decode(values).ok()?
         }
         None => serde_json::from_str::<InferredRow>(row).ok()?.0,
     };
@@ -264,39 +303,190 @@ fn object(raw: &RawValue) -> Option<&str> {
     raw.get().starts_with('{').then(|| raw.get())
 }
 
-/// The field schemas of an envelope schema's `before` and `after` structs.
+/// The row plans of an envelope schema's `before` and `after` structs.
 #[derive(Debug)]
 pub(super) struct RowSchemas {
-    before: Option<Vec<Value>>,
-    after: Option<Vec<Value>>,
+    before: Option<RowPlan>,
+    after: Option<RowPlan>,
 }
 
+type CachedSchema = (Arc<str>, Arc<Option<RowSchemas>>);
+
 thread_local! {
-    /// Schema text → its parsed row schemas.
-    static SCHEMAS: RefCell<HashMap<Box<str>, Arc<Option<RowSchemas>>>> =
-        RefCell::new(HashMap::new());
+    /// Schema text → its parsed row schemas (foldhash: the key is kilobytes long).
+    static SCHEMAS: RefCell<HashMap<Arc<str>, Arc<Option<RowSchemas>>>> =
+        RefCell::new(HashMap::default());
+    /// The last [`RECENT_SCHEMAS`] schemas looked up, most recent first.
+    static RECENT: RefCell<Vec<CachedSchema>> = const { RefCell::new(Vec::new()) };
 }
 
 /// The row schemas of an embedded envelope schema, parsed once per distinct text; `None`
-/// when the schema is not JSON. The inner `None`: a schema without a row struct.
+/// when the schema is not JSON or a row struct names a field twice (the DOM path decides).
+/// The inner `None`: a schema without a row struct.
 fn row_schemas(text: &str) -> Option<Arc<Option<RowSchemas>>> {
-    SCHEMAS.with(|cell| {
+    let (text, parsed) = SCHEMAS.with(|cell| {
         let mut cache = cell.borrow_mut();
-        if let Some(found) = cache.get(text) {
-            return Some(found.clone());
+        if let Some((text, found)) = cache.get_key_value(text) {
+            return Some((text.clone(), found.clone()));
         }
         let schema: Value = serde_json::from_str(text).ok()?;
-        let fields = |name: &str| super::struct_field_schema(&schema, name).cloned();
-        let parsed = Arc::new(match (fields("before"), fields("after")) {
+        let plan = |name: &str| match super::struct_field_schema(&schema, name) {
+            Some(fields) => RowPlan::new(fields).map(Some),
+            None => Some(None),
+        };
+        let parsed = Arc::new(match (plan("before")?, plan("after")?) {
             (None, None) => None,
             (before, after) => Some(RowSchemas { before, after }),
         });
         if cache.len() >= SCHEMA_CACHE_ENTRIES {
             cache.clear();
         }
-        cache.insert(text.into(), parsed.clone());
-        Some(parsed)
+        let text: Arc<str> = Arc::from(text);
+        cache.insert(text.clone(), parsed.clone());
+        Some((text, parsed))
+    })?;
+    RECENT.with(|recent| {
+        let mut recent = recent.borrow_mut();
+        recent.retain(|(seen, _)| !Arc::ptr_eq(seen, &text));
+        recent.truncate(RECENT_SCHEMAS - 1);
+        recent.insert(0, (text, parsed.clone()));
+    });
+    Some(parsed)
+}
+
+/// A key with its schema embedded: `{"schema": .., "payload": {..}}`.
+#[derive(Deserialize)]
+struct KeyEnvelope<'a> {
+    #[serde(borrow)]
+    schema: &'a RawValue,
+    payload: serde_json::Map<String, Value>,
+}
+
+/// Key schema text → the key struct's field schemas (`None`: the schema has none).
+type KeySchemas = HashMap<Box<str>, Option<Arc<Vec<Value>>>>;
+
+thread_local! {
+    static KEY_SCHEMAS: RefCell<KeySchemas> = RefCell::new(HashMap::default());
+}
+
+/// A JSON converter key with its schema embedded, without a `Value` tree of the schema: the
+/// schema's field list is parsed once per distinct text (at most [`SCHEMA_CACHE_ENTRIES`]
+/// kept per thread) and shared. `None` for any other form (the DOM path decides), which
+/// includes a bare key.
+pub(super) fn decode_key(bytes: &[u8]) -> Option<Key> {
+    if !bytes.starts_with(b"{\"schema\":") {
+        return None;
+    }
+    let key: KeyEnvelope = serde_json::from_slice(bytes).ok()?;
+    let schemas = match key.schema.get() {
+        "null" => None,
+        text => KEY_SCHEMAS.with(|cell| {
+            let mut cache = cell.borrow_mut();
+            if let Some(found) = cache.get(text) {
+                return Some(found.clone());
+            }
+            let schema: Value = serde_json::from_str(text).ok()?;
+            let fields = schema
+                .get("fields")
+                .and_then(Value::as_array)
+                .cloned()
+                .map(Arc::new);
+            if cache.len() >= SCHEMA_CACHE_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(text.into(), fields.clone());
+            Some(fields)
+        })?,
+    };
+    Some(Key {
+        fields: key.payload.into_iter().collect(),
+        schemas,
     })
+}
+
+/// A typed row's values in its plan's field order, read as the `serde_json::Map` the DOM
+/// path parses would hold them (the last of duplicate keys wins; fields the plan does not
+/// name are parsed and dropped, so the same texts are refused).
+struct PlannedRow<'p>(&'p RowPlan);
+
+impl<'de> DeserializeSeed<'de> for PlannedRow<'_> {
+    type Value = Vec<Option<Value>>;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de> Visitor<'de> for PlannedRow<'_> {
+    type Value = Vec<Option<Value>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut values: Vec<Option<Value>> = vec![None; self.0.len()];
+        let mut next = 0;
+        while let Some(position) = map.next_key_seed(FieldPosition(self.0, next))? {
+            let value: Value = map.next_value()?;
+            if let Some(position) = position {
+                values[position] = Some(value);
+                next = position + 1;
+            }
+        }
+        Ok(values)
+    }
+}
+
+/// A row key as its field's position in the plan (`None`: not a field of the plan), looked
+/// for first where the previous key's successor is.
+struct FieldPosition<'p>(&'p RowPlan, usize);
+
+impl<'de> DeserializeSeed<'de> for FieldPosition<'_> {
+    type Value = Option<usize>;
+
+    fn deserialize<D: de::Deserializer<'de>>(
+        self,
+        deserializer: D,
+    ) -> Result<Self::Value, D::Error> {
+        deserializer.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for FieldPosition<'_> {
+    type Value = Option<usize>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a field name")
+    }
+
+    fn visit_str<E>(self, name: &str) -> Result<Option<usize>, E> {
+        Ok(self.0.position(name, self.1))
+    }
+}
+
+/// A row key as its interned [`super::Name`], without an owned copy of its text.
+struct InternedName(super::Name);
+
+impl<'de> Deserialize<'de> for InternedName {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct NameVisitor;
+        impl Visitor<'_> for NameVisitor {
+            type Value = InternedName;
+
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a field name")
+            }
+
+            fn visit_str<E>(self, name: &str) -> Result<InternedName, E> {
+                Ok(InternedName(intern(name)))
+            }
+        }
+        deserializer.deserialize_str(NameVisitor)
+    }
 }
 
 /// A schemaless row: its cells with inferred types, sorted by name, the last of duplicate
@@ -320,7 +510,7 @@ impl<'de> Visitor<'de> for RowVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<InferredRow, A::Error> {
         let mut cells: Vec<Cell> = Vec::with_capacity(map.size_hint().unwrap_or(16));
-        while let Some(name) = map.next_key::<String>()? {
+        while let Some(InternedName(name)) = map.next_key()? {
             let Inferred(column_type, value) = map.next_value()?;
             cells.push(Cell {
                 name,

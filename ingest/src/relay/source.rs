@@ -283,7 +283,7 @@ pub fn tenant(
         TenantRule::Static { tenant } => tenant.clone(),
         TenantRule::Topic => template.matches(topic).unwrap_or_default().to_string(),
         TenantRule::Field { field } => {
-            match row.iter().find(|c| &c.name == field).map(|c| &c.value) {
+            match row.iter().find(|c| *c.name == **field).map(|c| &c.value) {
                 Some(CellValue::String(text)) => text.clone(),
                 Some(CellValue::Long(v)) => v.to_string(),
                 Some(CellValue::Int(v)) => v.to_string(),

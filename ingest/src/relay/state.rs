@@ -413,7 +413,7 @@ impl InputState {
 
     /// Registers the row's columns, refusing a typed value of an incompatible type.
     fn check_columns(&mut self, row: &[Cell]) -> Result<(), String> {
-        for cell in row {
+        for (position, cell) in row.iter().enumerate() {
             if cell.name.starts_with(crate::bronze::METADATA_PREFIX) {
                 return Err(format!(
                     "source column `{}` uses the reserved prefix {}",
@@ -421,10 +421,15 @@ impl InputState {
                     crate::bronze::METADATA_PREFIX
                 ));
             }
-            let Some(column) = self.columns.iter_mut().find(|c| c.name == cell.name) else {
+            // Rows mostly list their columns in first-seen order: try the same position first.
+            let found = match self.columns.get(position) {
+                Some(column) if *column.name == *cell.name => Some(position),
+                _ => self.columns.iter().position(|c| *c.name == *cell.name),
+            };
+            let Some(column) = found.map(|index| &mut self.columns[index]) else {
                 if cell.typed || cell.value != CellValue::Null {
                     self.columns.push(InputColumn {
-                        name: cell.name.clone(),
+                        name: cell.name.to_string(),
                         column_type: cell.column_type,
                         typed: cell.typed,
                     });
@@ -467,7 +472,7 @@ impl InputState {
 }
 
 fn cell<'a>(row: &'a [Cell], name: &str) -> Option<&'a CellValue> {
-    row.iter().find(|c| c.name == name).map(|c| &c.value)
+    row.iter().find(|c| &*c.name == name).map(|c| &c.value)
 }
 
 #[cfg(test)]
