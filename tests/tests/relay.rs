@@ -287,7 +287,8 @@ async fn the_running_txn_limit_pauses_the_consumer_instead_of_growing_memory() {
 /// Backpressure pauses the consumer while a model still waits for the first event of one
 /// of its inputs (all `orders` read, no `order_items` yet): the waited-for input's topics
 /// keep being read, otherwise the open batches filling the budget could never be shaped and
-/// the relay would wait forever.
+/// the relay would wait forever. A service (a batch run would end: every input it waits
+/// for is read to its end).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_model_waiting_for_an_input_keeps_reading_it_while_paused() {
     let setup = setup(&generator()).await;
@@ -313,23 +314,96 @@ async fn a_model_waiting_for_an_input_keeps_reading_it_while_paused() {
     let config = budget_config(&setup, &server, budget);
     let mut options = relay_options(&setup, &config);
     options.brokers = brokers.clone();
+    options.stop_when_caught_up = false;
     let metrics = options.metrics.clone();
-    let task =
-        tokio::spawn(async move { relay::run(&config, &options, &AtomicBool::new(false)).await });
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let task = {
+        let stop = stop.clone();
+        tokio::spawn(async move { relay::run(&config, &options, &stop).await })
+    };
     until_paused(&metrics, "the consumer never paused on the orders alone").await;
     assert!(
         server.labels().is_empty(),
         "nothing can be shaped without items"
     );
     copy_topics(&setup.source.brokers, &brokers, &items, partitions);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while server.rows(DB, TABLE).unwrap_or_default().len() < setup.gold.len() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the relay reads the items while paused and loads every order"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let report = tokio::time::timeout(Duration::from_secs(60), task)
         .await
-        .expect("the relay reads the items while paused and finishes")
+        .expect("the relay stops when asked")
         .unwrap()
         .unwrap();
     assert!(report.pauses >= 1);
     assert_hot_equals_gold(&server, &setup);
     assert_no_label_committed_twice(&server);
+}
+
+/// A source without schemas whose model fails on the inferred types (decimals arrive as
+/// text, timestamps as epoch integers) while backpressure pauses the consumer: the run ends with the
+/// model's error once every input the model waits for is read, instead of waiting forever
+/// for a typed event; the service ends the same way when the batch fills up waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_failing_on_inferred_types_ends_the_run_instead_of_waiting_forever() {
+    let lake = firn_tests::Lake::sqlite().await;
+    firn_tests::relay_harness::copy_gold_sql(lake.dir.path());
+    let source = firn_tests::generated_source(
+        &firn_ingest::generator::GeneratorConfig {
+            schemas: firn_ingest::generator::SchemaMode::Without,
+            ..generator()
+        },
+        2,
+    )
+    .await;
+    let server = server().await;
+    for (stop_when_caught_up, budget) in [(true, 4 * 1024), (false, 1024 * 1024)] {
+        let config = relay_config(
+            lake.dir.path(),
+            &server,
+            &format!(
+                "interval = \"100ms\"\nmax-batch-rows = 20\nmax-batch-bytes = {budget}\nmax-in-flight-bytes = {budget}"
+            ),
+            None,
+        );
+        let options = RelayOptions {
+            brokers: source.brokers.clone(),
+            target: config.relay.clone().expect("a [relay] section"),
+            stop_when_caught_up,
+            model_sql: Default::default(),
+            metrics: RelayMetrics::unregistered(),
+            health: None,
+        };
+        let err = tokio::time::timeout(
+            Duration::from_secs(90),
+            relay::run(&config, &options, &AtomicBool::new(false)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("the run ends on its own (batch run: {stop_when_caught_up})"))
+        .expect_err("the model cannot run on inferred types");
+        let message = err.to_string();
+        assert!(
+            message.contains("gold model `order_facts` cannot run on what was read")
+                && message.contains("fails on the types inferred from schemaless JSON")
+                && message.contains("orders.ordered_at"),
+            "{message}"
+        );
+        if stop_when_caught_up {
+            assert_eq!(options.metrics.paused.get(), 1, "the batch run was paused");
+        } else {
+            assert!(message.contains("batch filled up"), "{message}");
+        }
+    }
+    assert!(
+        server.rows(DB, TABLE).unwrap_or_default().is_empty(),
+        "nothing was loaded"
+    );
 }
 
 /// A batch run against a StarRocks that keeps refusing ends with an error after

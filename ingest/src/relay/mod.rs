@@ -208,7 +208,7 @@ struct HotTable {
     warned_not_ready: bool,
     /// The state's [`ModelState::typing`] when the model last failed on inferred types:
     /// shaping is not tried again until the typing changes (or the run finishes).
-    failed_typing: Option<u64>,
+    failed_typing: Option<(u64, String)>,
     /// When this table's last batch was cut for loading (at most one per `interval`).
     last_cut: Option<Instant>,
     /// The inputs (source tables) whose events the last cut waited for
@@ -366,6 +366,10 @@ pub async fn run(
     // While paused, the topics still read (see `source::topics_of`).
     let mut kept_reading = BTreeSet::new();
     let mut caught_up = false;
+    // A batch run paused with nothing in flight whose waited-for inputs are read to their
+    // end: nothing more can arrive to make a batch ready, so the next cut decides (shapes
+    // with inferred types, or ends the run with the reason) instead of waiting forever.
+    let mut stalled = false;
     let mut draining = false;
     let mut last_lag = Instant::now();
     let mut lag_task: Option<tokio::task::JoinHandle<()>> = None;
@@ -389,6 +393,7 @@ pub async fn run(
             draining = true;
         }
         let finishing = draining || (caught_up && options.stop_when_caught_up);
+        let deciding = finishing || std::mem::take(&mut stalled);
 
         // Cut and send.
         let loads_now: Vec<TableLoad> = tables.iter().map(HotTable::load).collect();
@@ -423,11 +428,22 @@ pub async fn run(
             if table.open.is_empty() || !rebuilt(table, &next_offsets) {
                 continue;
             }
-            if !finishing && table.failed_typing == Some(table.state.typing()) {
-                // The model failed on these inferred types; wait for a typed event.
+            if !deciding
+                && let Some((typing, reason)) = &table.failed_typing
+                && *typing == table.state.typing()
+            {
+                // The model failed on these inferred types; wait for a typed event, but not
+                // beyond one full batch (a source without schemas never sends one).
+                if table.open.is_full(&limits, table.bytes_per_row) {
+                    return Err(RelayError::Config(format!(
+                        "gold model `{}` cannot run on what was read: {reason}; its batch \
+                         filled up waiting for an event with a schema to type those columns",
+                        table.model.name
+                    )));
+                }
                 continue;
             }
-            let due = finishing
+            let due = deciding
                 || table
                     .open
                     .is_due(&limits, table.bytes_per_row, Instant::now(), table.last_cut)
@@ -440,7 +456,7 @@ pub async fn run(
             // A source without schemas never sends a typed event: after a while, and when
             // finishing, shape with the inferred types (what bronze then has as well).
             let allow_inferred =
-                finishing || table.open.age(Instant::now()) >= inferred_wait(&limits);
+                deciding || table.open.age(Instant::now()) >= inferred_wait(&limits);
             // The interval runs from the start of a cut: shaping takes time too.
             let cut_started = Instant::now();
             match cut(table, &closed, &ledger, allow_inferred).await? {
@@ -462,7 +478,7 @@ pub async fn run(
                     table.open = OpenBatch::default();
                     table.waiting_for.clear();
                 }
-                Cut::NotReady(reason) if finishing => {
+                Cut::NotReady(reason) if deciding => {
                     return Err(RelayError::Config(format!(
                         "gold model `{}` cannot run on what was read: {reason}",
                         table.model.name
@@ -471,7 +487,7 @@ pub async fn run(
                 Cut::NotReady(reason) => {
                     table.waiting_for = reason.inputs();
                     if let shape::NotReady::FailsWithInferredTypes { .. } = reason {
-                        table.failed_typing = Some(table.state.typing());
+                        table.failed_typing = Some((table.state.typing(), reason.to_string()));
                     }
                 }
             }
@@ -565,11 +581,22 @@ pub async fn run(
             let consumer = consumer.clone();
             blocking(move || source::poll_batch(&consumer, poll_max, POLL_WAIT)).await?
         };
-        if polled.is_empty() && options.stop_when_caught_up && !paused {
+        if polled.is_empty() && options.stop_when_caught_up && (!paused || loads.is_empty()) {
+            // Unpaused: is everything read? Paused with nothing in flight (the open batches
+            // hold the budget and wait for inputs): is everything they wait for read?
             let consumer = consumer.clone();
-            let assignment = assignment.clone();
+            let partitions = if paused {
+                source::of_topics(&assignment, &kept_reading)
+            } else {
+                assignment.clone()
+            };
             let next = next_offsets.clone();
-            caught_up = blocking(move || source::caught_up(&consumer, &assignment, &next)).await?;
+            let at_end = blocking(move || source::caught_up(&consumer, &partitions, &next)).await?;
+            if paused {
+                stalled = at_end;
+            } else {
+                caught_up = at_end;
+            }
         }
         let now = Instant::now();
         let now_ms = chrono::Utc::now().timestamp_millis();

@@ -202,6 +202,17 @@ pub fn topics_of(routes: &Routes, inputs: &BTreeSet<&str>) -> BTreeSet<String> {
         .collect()
 }
 
+/// The partitions of `assignment` whose topic is one of `topics`.
+pub fn of_topics(assignment: &TopicPartitionList, topics: &BTreeSet<String>) -> TopicPartitionList {
+    let mut partitions = TopicPartitionList::new();
+    for element in assignment.elements() {
+        if topics.contains(element.topic()) {
+            partitions.add_partition(element.topic(), element.partition());
+        }
+    }
+    partitions
+}
+
 /// Whether every assigned partition has been read to its end: `next` holds the next
 /// offset per partition read so far.
 pub fn caught_up(
