@@ -326,48 +326,81 @@ fn assignment_for(config: &PipelineConfig, options: &IngestOptions) -> KafkaAssi
 }
 
 /// Reads the resume positions of newly assigned partitions from bronze (and the dead-letter
-/// table), on the consumer's poll thread.
+/// table), on the consumer's poll thread. A retryable catalog or storage failure is tried
+/// again for up to [`RESUME_RETRY_FOR`] before the assignment fails (which stops the
+/// process: nothing may be read without positions).
 fn resume_from_bronze(catalog: Catalog, config: PipelineConfig) -> ResumeFn<Vec<TableResume>> {
     let runtime = tokio::runtime::Handle::current();
     Arc::new(move |partitions: &[TopicPartition]| {
-        runtime.block_on(async {
-            let dead_letter_name =
-                TableName::new(Tier::Bronze, DEAD_LETTER_TABLE).map_err(|err| err.to_string())?;
-            let dead_letter_table = catalog
-                .load_table(&dead_letter_name)
-                .await
-                .map_err(|err| err.to_string())?;
-            let dead_letter_offsets = committed_offsets(&dead_letter_table);
-            let mut loaded: BTreeMap<String, TableResume> = BTreeMap::new();
-            let mut offsets = Vec::with_capacity(partitions.len());
-            for (topic, partition) in partitions {
-                let Some(source) = config.source_for_topic(topic) else {
-                    return Err(format!("topic {topic} matches no source"));
-                };
-                if !loaded.contains_key(&source.table) {
-                    let name = TableName::new(Tier::Bronze, &source.table)
-                        .map_err(|err| err.to_string())?;
-                    let table = catalog
-                        .load_table(&name)
-                        .await
-                        .map_err(|err| err.to_string())?;
-                    loaded.insert(
-                        source.table.clone(),
-                        TableResume {
-                            table: source.table.clone(),
-                            offsets: committed_offsets(&table),
-                            marks: committed_watermarks(&table),
-                            dead_letter_offsets: dead_letter_offsets.clone(),
-                            column_types: column_types(table.metadata().current_schema()),
-                            bronze: table,
-                        },
-                    );
-                }
-                offsets.push(loaded[&source.table].offsets.get(topic, *partition));
-            }
-            Ok((offsets, loaded.into_values().collect()))
-        })
+        runtime
+            .block_on(retrying(RESUME_RETRY_FOR, || {
+                read_resume(&catalog, &config, partitions)
+            }))
+            .map_err(|err| err.to_string())
     })
+}
+
+/// How long reading the resume positions of an assignment is retried. It blocks the poll
+/// thread, so it stays well below librdkafka's `max.poll.interval.ms` (5 minutes).
+const RESUME_RETRY_FOR: Duration = Duration::from_secs(60);
+
+/// Runs `attempt` until it succeeds, fails in a way that is not retryable, or has kept
+/// failing for `retry_for` (backoff from 250 ms, doubling up to 5 s).
+async fn retrying<T, F: Future<Output = Result<T, IngestError>>>(
+    retry_for: Duration,
+    mut attempt: impl FnMut() -> F,
+) -> Result<T, IngestError> {
+    let started = Instant::now();
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match attempt().await {
+            Err(err) if err.is_retryable() && started.elapsed() < retry_for => {
+                tracing::warn!(error = %err, retry_in = ?backoff, "cannot read resume positions; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// The resume positions of `partitions` and the bronze state they come with.
+async fn read_resume(
+    catalog: &Catalog,
+    config: &PipelineConfig,
+    partitions: &[TopicPartition],
+) -> Result<(Vec<Option<i64>>, Vec<TableResume>), IngestError> {
+    let dead_letter_table = catalog
+        .load_table(&TableName::new(Tier::Bronze, DEAD_LETTER_TABLE)?)
+        .await?;
+    let dead_letter_offsets = committed_offsets(&dead_letter_table);
+    let mut loaded: BTreeMap<String, TableResume> = BTreeMap::new();
+    let mut offsets = Vec::with_capacity(partitions.len());
+    for (topic, partition) in partitions {
+        let Some(source) = config.source_for_topic(topic) else {
+            return Err(IngestError::Invalid(format!(
+                "topic {topic} matches no source"
+            )));
+        };
+        if !loaded.contains_key(&source.table) {
+            let table = catalog
+                .load_table(&TableName::new(Tier::Bronze, &source.table)?)
+                .await?;
+            loaded.insert(
+                source.table.clone(),
+                TableResume {
+                    table: source.table.clone(),
+                    offsets: committed_offsets(&table),
+                    marks: committed_watermarks(&table),
+                    dead_letter_offsets: dead_letter_offsets.clone(),
+                    column_types: column_types(table.metadata().current_schema()),
+                    bronze: table,
+                },
+            );
+        }
+        offsets.push(loaded[&source.table].offsets.get(topic, *partition));
+    }
+    Ok((offsets, loaded.into_values().collect()))
 }
 
 /// The ingest loop's state.
@@ -1273,4 +1306,57 @@ fn dead_letter_batch(schema: &arrow_schema::SchemaRef, letters: &[DeadLetter]) -
     ];
     RecordBatch::try_new(schema.clone(), columns)
         .expect("dead-letter columns follow the table schema")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::*;
+
+    fn timed_out() -> IngestError {
+        IngestError::Io {
+            path: "catalog".into(),
+            source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_retryable_failure_is_tried_again_until_it_succeeds() {
+        let attempts = Cell::new(0);
+        let outcome = retrying(Duration::from_secs(10), || {
+            attempts.set(attempts.get() + 1);
+            let n = attempts.get();
+            async move { if n < 3 { Err(timed_out()) } else { Ok(n) } }
+        })
+        .await;
+        assert_eq!(outcome.unwrap(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_failure_that_is_not_retryable_ends_at_once() {
+        let attempts = Cell::new(0);
+        let outcome: Result<(), _> = retrying(Duration::from_secs(10), || {
+            attempts.set(attempts.get() + 1);
+            async { Err(IngestError::Invalid("topic t matches no source".into())) }
+        })
+        .await;
+        assert!(matches!(outcome, Err(IngestError::Invalid(_))));
+        assert_eq!(attempts.get(), 1);
+    }
+
+    #[tokio::test]
+    async fn retries_stop_after_their_time() {
+        let attempts = Cell::new(0);
+        let started = Instant::now();
+        let outcome: Result<(), _> = retrying(Duration::from_millis(600), || {
+            attempts.set(attempts.get() + 1);
+            async { Err(timed_out()) }
+        })
+        .await;
+        assert!(outcome.unwrap_err().is_retryable());
+        // 250 ms, then 500 ms: the third attempt starts after the 600 ms and is the last.
+        assert_eq!(attempts.get(), 3);
+        assert!(started.elapsed() >= Duration::from_millis(750));
+    }
 }
