@@ -276,9 +276,18 @@ pub async fn run_service(
         if drain_before_poll {
             ingest.finish_all().await?;
         }
-        let events = source.poll(5_000, ingest.poll_wait()).await?;
-        // Avro schemas are fetched before decoding; a registry outage waits here.
-        ingest.decoder.prepare(&events, stop).await?;
+        let mut events = source.poll(5_000, ingest.poll_wait()).await?;
+        // Avro schemas are fetched before decoding; a registry outage waits here, until it
+        // is over or a stop is requested.
+        if let Err(err) = ingest.decoder.prepare(&events, stop).await {
+            if !err.is_retryable() || !stop.load(Ordering::SeqCst) {
+                return Err(err);
+            }
+            // Stopping during the outage: these records stay uncommitted (the next owner
+            // reads them again); what was read before them is committed below.
+            tracing::warn!(error = %err, "stop requested while the schema registry is unavailable: the last poll's records are left for the next run");
+            events.retain(|event| !matches!(event, SourceEvent::Record(_)));
+        }
         let polled_nothing = events.is_empty();
         ingest.polled_at_micros = chrono::Utc::now().timestamp_micros();
         for event in events {

@@ -730,3 +730,84 @@ async fn a_registry_outage_stalls_ingestion_without_dead_letters() {
     let letters = reader(setup.dir.path(), &["scan", "bronze.firn_dead_letters"]);
     assert_eq!(letters["row_count"], 0);
 }
+
+/// A stop requested while the registry is down ends the run cleanly (no error, nothing
+/// committed for the records that wait for their schema), and the next run lands them once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stop_during_a_registry_outage_ends_cleanly_and_loses_nothing() {
+    let registry = FakeSchemaRegistry::start_with_auth(Some((USER, PASSWORD)))
+        .await
+        .unwrap();
+    let cluster = MockCluster::new(1).unwrap();
+    let brokers = cluster.bootstrap_servers();
+    let topic = "cdc.acme.db.avro_types";
+    cluster.create_topic(topic, 2, 1).unwrap();
+    let (key, value) = type_encoders(&registry);
+    let messages: Vec<Message> = (1..=40)
+        .map(|id| {
+            (
+                topic.to_string(),
+                Some(key.encode(&json!({"id": id})).unwrap()),
+                Some(
+                    value
+                        .encode(&envelope("c", Value::Null, full_row(id, id.into()), id))
+                        .unwrap(),
+                ),
+            )
+        })
+        .collect();
+    produce(&brokers, &messages);
+    registry.set_down(true);
+    let setup = setup(TYPES_CONFIG, &registry, PASSWORD).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ingest = {
+        let (catalog, config, brokers, stop) = (
+            setup.catalog.clone(),
+            setup.config.clone(),
+            brokers.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            firn_ingest::writer::run_service(
+                &catalog,
+                &config,
+                &options(&brokers),
+                &stop,
+                &firn_ingest::metrics::IngestMetrics::unregistered(),
+                &firn_ingest::admin::Health::new(),
+            )
+            .await
+        })
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while registry.refused() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the run never asked the registry"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let report = tokio::time::timeout(Duration::from_secs(30), ingest)
+        .await
+        .expect("the run stops while the registry is down")
+        .unwrap()
+        .expect("a requested stop is not an error");
+    assert_eq!(
+        (report.dead_letters, written(&report)),
+        (0, 0),
+        "{report:?}"
+    );
+
+    registry.set_down(false);
+    let report = run(&setup.catalog, &setup.config, &options(&brokers))
+        .await
+        .unwrap();
+    assert_eq!(
+        (report.dead_letters, written(&report)),
+        (0, 40),
+        "{report:?}"
+    );
+    let bronze = reader(setup.dir.path(), &["scan", "bronze.avro_types"]);
+    assert_eq!(bronze["row_count"], 40, "every record once");
+}
