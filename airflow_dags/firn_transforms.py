@@ -10,10 +10,18 @@ The DAG runs the `firn` binary; it does no data work itself:
 3. ``gold`` runs after every silver task succeeded or was skipped: ``firn --json transform
    gold all [--tenant T]``, which runs the ``[[gold]]`` models in dependency order.
 
-Exit code 3 ("nothing to do: inputs unchanged") marks a task *skipped*; exit 1 (failure) and
-2 (bad input) fail it after two retries (BashOperator cannot exempt 2 from retries). Each
-successful task pushes firn's ``--json`` report (a list of run objects: table, status, input
-snapshots, rows, snapshot id) to XCom as its return value.
+Each transform task runs firn directly (an argument list, no shell) and maps its exit code:
+
+- 0: success; firn's ``--json`` report (a list of run objects: table, status, input
+  snapshots, rows, snapshot id) is the task's XCom return value.
+- 3 ("nothing to do: inputs unchanged"): the task is *skipped*.
+- 2 (bad input: unknown table, invalid configuration, an operation the table refuses): the
+  task *fails at once*, without retries (re-running cannot fix its input); the message
+  carries firn's ``error: ...`` line.
+- 1 (failure: catalog, storage, a lost race, ...), any other code, or a signal: the task
+  fails and is retried (twice, with exponential backoff).
+
+firn's stderr (its logs and the ``error:`` line) streams into the task log as it runs.
 
 Configuration, read when a run starts (never at parse time):
 
@@ -34,33 +42,32 @@ Runs never overlap (``max_active_runs=1``): firn refuses a whole-table run that 
 from __future__ import annotations
 
 import json
+import logging
 import os
+import shlex
+import signal
+import subprocess
+import tempfile
 import tomllib
 from datetime import timedelta
 
 import pendulum
-from airflow.providers.standard.operators.bash import BashOperator
 from airflow.sdk import Param, Variable, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSkipException
 
-# Exit code of `firn transform` when every output is already computed from its current input.
+# A fixed name: the DAG processor imports this file under a generated module name.
+log = logging.getLogger("firn_transforms")
+
+# Exit codes of `firn transform` (README "Exit codes"); 1 and anything else is a failure.
+EXIT_BAD_INPUT = 2
 EXIT_NOTHING_TO_DO = 3
 
-# Runs one firn transform from the TRANSFORM_* variables the task was mapped with. Nothing is
-# interpolated into the command (Airflow's advice for bash). The report is printed last, on one
-# line, because BashOperator pushes the last output line to XCom (parsed by json.loads).
-TRANSFORM_SCRIPT = """
-set -u
-report="$(mktemp)"
-trap 'rm -f "$report"' EXIT
-args=(--config "$FIRN_CONFIG" --json transform "$TRANSFORM_TIER" "$TRANSFORM_TARGET")
-if [ -n "${TRANSFORM_TENANT:-}" ]; then args+=(--tenant "$TRANSFORM_TENANT"); fi
-if [ "${TRANSFORM_FULL:-}" = 1 ]; then args+=(--full); fi
-"$FIRN_BIN" "${args[@]}" >"$report"
-code=$?
-tr -d '\\n' <"$report"
-echo
-exit "$code"
-"""
+# How long firn may take to exit after SIGTERM when the task is stopped (timeout, mark failed).
+STOP_GRACE_SECONDS = 30
+
+
+class TransformFailed(AirflowException):
+    """firn failed (exit 1, another code, or a signal): Airflow retries the task."""
 
 
 def _setting(variable: str, env: str, default: str | None = None) -> str:
@@ -70,17 +77,84 @@ def _setting(variable: str, env: str, default: str | None = None) -> str:
     return value
 
 
-def _common_env() -> dict[str, str]:
+def _common() -> dict[str, str]:
     config = _setting("firn_config", "FIRN_CONFIG")
     # Tasks run in a temporary working directory, so a relative path would point nowhere.
     if not os.path.isabs(config):
         raise ValueError(f"the firn config path must be absolute, got {config!r}")
-    return {"FIRN_BIN": _setting("firn_bin", "FIRN_BIN", "firn"), "FIRN_CONFIG": config}
+    return {"firn_bin": _setting("firn_bin", "FIRN_BIN", "firn"), "config": config}
 
 
-def _parse_report(line: str) -> list[dict]:
-    """The XCom value: firn's --json report, or an empty list if the command printed none."""
-    return json.loads(line) if line.strip() else []
+def transform_argv(run: dict) -> list[str]:
+    """firn's argument list for one mapped run (a dict from ``silver_runs``/``gold_runs``).
+
+    Values from params only ever become single arguments: ``--tenant=T`` and the ``--`` before
+    the table keep a value that starts with ``-`` from being read as a flag.
+    """
+    argv = [run["firn_bin"], "--config", run["config"], "--json", "transform", run["tier"]]
+    if run["tenant"]:
+        argv.append(f"--tenant={run['tenant']}")
+    if run["full"]:
+        argv.append("--full")
+    return [*argv, "--", run["target"]]
+
+
+def transform_outcome(what: str, code: int, report: str, error: str | None) -> list[dict]:
+    """The task's result for firn's exit ``code``: the parsed ``--json`` report on 0, else the
+    exception that gives the task its state (skipped, failed at once, or failed and retried).
+
+    ``error`` is the last ``error: ...`` line firn printed on stderr, if any.
+    """
+    if code == 0:
+        return json.loads(report) if report.strip() else []
+    if code == EXIT_NOTHING_TO_DO:
+        raise AirflowSkipException(f"{what}: nothing to do, inputs unchanged (exit 3)")
+    detail = error or "no `error:` line on stderr"
+    if code == EXIT_BAD_INPUT:
+        raise AirflowFailException(f"{what}: bad input, not retried (exit 2): {detail}")
+    if code < 0:
+        name = next((s.name for s in signal.Signals if s == -code), f"signal {-code}")
+        raise TransformFailed(f"{what}: killed by {name}: {detail}")
+    raise TransformFailed(f"{what}: failed with exit code {code}: {detail}")
+
+
+def run_transform(run: dict) -> list[dict]:
+    """Runs one firn transform (I/O: a subprocess) and returns its report; see the module doc.
+
+    The environment is inherited (the worker's PATH and firn's secrets). stdout, the report,
+    goes to a temporary file so that reading stderr line by line can never block firn.
+    """
+    argv = transform_argv(run)
+    what = f"firn transform {run['tier']} {run['target']}" + (
+        f" --tenant {run['tenant']}" if run["tenant"] else ""
+    )
+    log.info("running %s", shlex.join(argv))
+    error = None
+    with tempfile.TemporaryFile() as stdout:
+        proc = subprocess.Popen(
+            argv, stdout=stdout, stderr=subprocess.PIPE, text=True, errors="replace"
+        )
+        try:
+            for line in proc.stderr:
+                line = line.rstrip("\n")
+                log.info("firn: %s", line)
+                if line.startswith("error:"):
+                    error = line
+            code = proc.wait()
+        finally:
+            # The task was stopped (timeout, marked failed, SIGTERM): stop firn with it.
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=STOP_GRACE_SECONDS)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+            proc.stderr.close()
+        stdout.seek(0)
+        report = stdout.read().decode(errors="replace")
+    log.info("%s exited with %s", what, code)
+    return transform_outcome(what, code, report, error)
 
 
 @dag(
@@ -117,68 +191,57 @@ def _parse_report(line: str) -> list[dict]:
 )
 def firn_transforms():
     @task
-    def silver_runs() -> list[dict[str, str]]:
-        """The environment of each silver task: every table (times every tenant, if given)."""
+    def silver_runs() -> list[dict]:
+        """One run per silver task: every table (times every tenant, if given)."""
         params = get_current_context()["params"]
-        common = _common_env()
+        common = _common()
         tables = params["tables"]
         if not tables:
-            with open(common["FIRN_CONFIG"], "rb") as f:
+            with open(common["config"], "rb") as f:
                 tables = [source["table"] for source in tomllib.load(f).get("sources", [])]
         if not tables:
-            raise ValueError(f"{common['FIRN_CONFIG']} configures no [[sources]]: nothing to do")
-        full = "1" if params["full"] else ""
+            raise ValueError(f"{common['config']} configures no [[sources]]: nothing to do")
         return [
             {
                 **common,
-                "TRANSFORM_TIER": "silver",
-                "TRANSFORM_TARGET": table,
-                "TRANSFORM_TENANT": tenant,
-                "TRANSFORM_FULL": full,
+                "tier": "silver",
+                "target": table,
+                "tenant": tenant,
+                "full": bool(params["full"]),
             }
             for table in tables
             for tenant in params["tenants"] or [""]
         ]
 
     @task
-    def gold_runs() -> list[dict[str, str]]:
-        """The environment of each gold task: every model, once (or once per tenant)."""
+    def gold_runs() -> list[dict]:
+        """One run per gold task: every model, once (or once per tenant)."""
         params = get_current_context()["params"]
-        common = _common_env()
+        common = _common()
         return [
-            {
-                **common,
-                "TRANSFORM_TIER": "gold",
-                "TRANSFORM_TARGET": "all",
-                "TRANSFORM_TENANT": tenant,
-                "TRANSFORM_FULL": "",  # gold always recomputes from its inputs
-            }
+            # Gold always recomputes from its inputs: never --full.
+            {**common, "tier": "gold", "target": "all", "tenant": tenant, "full": False}
             for tenant in params["tenants"] or [""]
         ]
 
-    transform = {
-        "bash_command": TRANSFORM_SCRIPT,
-        "append_env": True,  # the worker's PATH and firn's secrets
-        "skip_on_exit_code": EXIT_NOTHING_TO_DO,
-        "output_processor": _parse_report,
+    transform = task(
+        run_transform,
         # Task instances are named "orders", "orders acme", "all acme" in the UI.
-        "map_index_template": (
-            "{{ task.env.TRANSFORM_TARGET }}"
-            "{% if task.env.TRANSFORM_TENANT %} {{ task.env.TRANSFORM_TENANT }}{% endif %}"
+        map_index_template=(
+            "{{ task.op_kwargs.run.target }}"
+            "{% if task.op_kwargs.run.tenant %} {{ task.op_kwargs.run.tenant }}{% endif %}"
         ),
-    }
-    silver = BashOperator.partial(
+    )
+    silver = transform.override(
         task_id="silver",
         # Each run uses every core and up to 2 GiB before spilling; a few at a time is plenty.
         max_active_tis_per_dagrun=4,
-        **transform,
-    ).expand(env=silver_runs())
-    gold = BashOperator.partial(
+    ).expand(run=silver_runs())
+    gold = transform.override(
         task_id="gold",
         # Skipped silver tasks (nothing new) must not skip gold: a model may still be stale.
         trigger_rule="none_failed",
-        **transform,
-    ).expand(env=gold_runs())
+    ).expand(run=gold_runs())
     silver >> gold
 
 

@@ -14,69 +14,20 @@ Needs the debug firn binary (see conftest.firn_bin); fails when it or Airflow is
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
 from datetime import timedelta
 from pathlib import Path
 
 import pendulum
 import pytest
-from airflow.dag_processing.dagbag import DagBag
 from airflow.models.xcom import XComModel
 from airflow.utils.session import create_session
-from conftest import DAGS_FOLDER, REPO_ROOT
-from pyiceberg.catalog.sql import SqlCatalog
-
-SILVER = ["customers", "products", "orders", "order_items"]
-
-
-@pytest.fixture
-def lake(firn_bin: Path, tmp_path: Path):
-    """A lake with bronze only; returns (config path, catalog, expected rows per table)."""
-    demo = subprocess.run(
-        [str(firn_bin), "demo", "--dir", str(tmp_path), "--json"],
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert demo.returncode == 0, f"firn demo failed:\n{demo.stderr[-4000:]}"
-    report = json.loads(demo.stdout)
-    expected = {
-        t["table"]: t["rows"]
-        for t in report["tables"]
-        if t["table"].startswith(("silver.", "gold."))
-    }
-    assert sorted(t for t in expected if t.startswith("silver.")) == sorted(
-        f"silver.{t}" for t in SILVER
-    )
-    assert all(rows > 0 for rows in expected.values()), expected
-
-    # The same configuration the demo runs with (its built-in copy of this file).
-    config = tmp_path / "firn.toml"
-    shutil.copy(REPO_ROOT / "docs" / "firn.example.toml", config)
-    shutil.copytree(REPO_ROOT / "sql" / "gold", tmp_path / "sql" / "gold")
-
-    warehouse = tmp_path / "warehouse"
-    catalog = SqlCatalog(
-        "firn", uri=f"sqlite:///{warehouse / 'catalog.db'}", warehouse=warehouse.as_uri()
-    )
-    for namespace in ("silver", "gold"):
-        for identifier in catalog.list_tables(namespace):
-            catalog.drop_table(identifier)
-    assert catalog.list_tables("silver") == [] and catalog.list_tables("gold") == []
-    return config, catalog, expected
+from conftest import SILVER, transforms_dag
 
 
 @pytest.fixture
 def dag(airflow_db, firn_bin: Path, lake, monkeypatch):
     config, _, _ = lake
-    # Airflow Variables from the environment, as a deployment may set them.
-    monkeypatch.setenv("AIRFLOW_VAR_FIRN_BIN", str(firn_bin))
-    monkeypatch.setenv("AIRFLOW_VAR_FIRN_CONFIG", str(config))
-    bag = DagBag(dag_folder=str(DAGS_FOLDER))
-    assert bag.import_errors == {}
-    return bag.dags["firn_transforms"]
+    return transforms_dag(monkeypatch, firn_bin, config)
 
 
 def run(dag, when, conf=None):

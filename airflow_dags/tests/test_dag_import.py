@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from airflow.dag_processing.dagbag import DagBag
-from airflow.providers.standard.operators.bash import BashOperator
 from conftest import DAGS_FOLDER
+from firn_transforms import transform_argv
 
 
 def load_dag(airflow_db):
@@ -32,21 +32,43 @@ def test_dag_loads_with_expected_tasks(airflow_db):
     }
 
 
-def test_transform_tasks_are_mapped_bash_with_skip_on_exit_3(airflow_db):
+def test_transform_tasks_are_mapped_runs_of_run_transform(airflow_db):
     dag = load_dag(airflow_db)
 
     for task_id in ("silver", "gold"):
         task = dag.get_task(task_id)
-        # Mapped over the env dicts the *_runs tasks return, one task instance per table.
+        # Mapped over the run dicts the *_runs tasks return, one task instance per table.
         assert task.is_mapped, task_id
-        assert issubclass(task.operator_class, BashOperator)
-        kwargs = task.partial_kwargs
-        assert kwargs["skip_on_exit_code"] == 3
-        assert kwargs["append_env"] is True
-        assert kwargs["retries"] >= 1
-        assert task.expand_input.value.keys() == {"env"}
+        assert task.python_callable.__name__ == "run_transform"
+        assert task.retries >= 1
+        assert "task.op_kwargs.run.target" in task.map_index_template
+    assert dag.get_task("silver").max_active_tis_per_dagrun == 4
     # Gold still runs when every silver task was skipped (nothing new) but none failed.
-    assert dag.get_task("gold").partial_kwargs["trigger_rule"] == "none_failed"
+    assert dag.get_task("gold").trigger_rule == "none_failed"
+
+
+def test_transform_argv_keeps_every_value_one_argument():
+    run = {
+        "firn_bin": "/opt/firn/bin/firn",
+        "config": "/etc/firn/firn.toml",
+        "tier": "silver",
+        "target": "orders",
+        "tenant": "",
+        "full": False,
+    }
+    assert transform_argv(run) == [
+        "/opt/firn/bin/firn",
+        "--config",
+        "/etc/firn/firn.toml",
+        "--json",
+        "transform",
+        "silver",
+        "--",
+        "orders",
+    ]
+    # Values from params that look like flags or shell stay single, literal arguments.
+    hostile = {**run, "target": "--full", "tenant": "--x; rm -rf /", "full": True}
+    assert transform_argv(hostile)[-4:] == ["--tenant=--x; rm -rf /", "--full", "--", "--full"]
 
 
 def test_dag_settings(airflow_db):
