@@ -43,7 +43,7 @@ log "produced $MESSAGES messages; broker RSS $(( $(rss_kib "$TANSU_PID") / 1024 
 write_firn_config "$OUT/firn/firn.toml" "$BROKERS" "$COMMIT_INTERVAL"
 
 log "firn ingest --once (all $MESSAGES messages)"
-RUST_LOG="${RUST_LOG:-info}" measure firn "$FIRN" --config "$OUT/firn/firn.toml" --json ingest --once
+measure firn "$FIRN" --config "$OUT/firn/firn.toml" --json ingest --once
 FIRN_WALL=$WALL FIRN_CPU=$CPU FIRN_RSS=$RSS_MIB
 FIRN_EVENTS="$("$PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["records_consumed"])' "$OUT/firn.out")"
 [ "$FIRN_EVENTS" = "$MESSAGES" ] || { log "firn consumed $FIRN_EVENTS of $MESSAGES messages"; exit 1; }

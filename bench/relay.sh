@@ -137,7 +137,7 @@ if [[ ",$PHASES," == *",throughput,"* ]]; then
     if [ "${PERF:-0}" = 1 ]; then
         relay=(perf record -F 499 --call-graph "${PERF_CALL_GRAPH:-fp}" -o "$dir/perf.data" -- "${relay[@]}")
     fi
-    (cd "$dir/relay" && RUST_LOG="${RUST_LOG:-info}" OUT="$dir" measure relay "${relay[@]}")
+    (cd "$dir/relay" && OUT="$dir" measure relay "${relay[@]}")
     uptime >"$dir/uptime.after"
     collect "$dir"
     stop_pid "$SERVER_PID"; SERVER_PID=""

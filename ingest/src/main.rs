@@ -12,6 +12,9 @@ async fn main() {
                 .unwrap_or_else(|_| "warn,firn_ingest=info,firn_catalog=info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for a terminal: log collectors (Airflow, journald, Kubernetes)
+        // would show them raw.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cli = Cli::parse();
     if let Err(err) = run(cli).await {

@@ -116,7 +116,6 @@ pub fn relay_command(config: &Path, brokers: &str, log: &str) -> Command {
         .current_dir(dir)
         .env_remove("FIRN_CONFIG")
         .env("FIRN_ADMIN__LISTEN", "127.0.0.1:0")
-        .env("RUST_LOG", "firn_ingest=info")
         .stdout(Stdio::null())
         .stderr(Stdio::from(
             std::fs::File::create(dir.join(log)).expect("create the relay log"),

@@ -107,7 +107,6 @@ fn spawn_ingest(lake: &Lake, brokers: &str, group: &str, writer: &str) -> Child 
         .env("FIRN_KAFKA__PROPERTIES__HEARTBEAT_INTERVAL_MS", "1000")
         .env("FIRN_COMMIT__INTERVAL", "1s")
         .env("FIRN_ADMIN__LISTEN", "127.0.0.1:0")
-        .env("RUST_LOG", "firn_ingest=info")
         .stdout(Stdio::null())
         .stderr(Stdio::from(
             std::fs::File::create(lake.dir.path().join(format!("{writer}.log"))).unwrap(),
