@@ -21,8 +21,8 @@ build_release
 bench_python
 FIRN_PID=""
 cleanup() {
-    [ -n "$FIRN_PID" ] && stop_pid "$FIRN_PID"
-    [ -n "${TANSU_PID:-}" ] && stop_pid "$TANSU_PID"
+    if [ -n "$FIRN_PID" ]; then stop_pid "$FIRN_PID"; fi
+    if [ -n "${TANSU_PID:-}" ]; then stop_pid "$TANSU_PID"; fi
 }
 trap cleanup EXIT
 start_tansu "$OUT/broker"

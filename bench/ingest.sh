@@ -27,7 +27,7 @@ OUT="$(cd "$OUT" && pwd)"
 
 build_release
 bench_python
-cleanup() { [ -n "${TANSU_PID:-}" ] && stop_pid "$TANSU_PID"; }
+cleanup() { if [ -n "${TANSU_PID:-}" ]; then stop_pid "$TANSU_PID"; fi; }
 trap cleanup EXIT
 
 mkdir -p "$OUT/broker" "$OUT/firn" "$OUT/python"

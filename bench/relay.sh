@@ -45,9 +45,9 @@ bench_python
 
 RELAY_PID="" SERVER_PID=""
 cleanup() {
-    [ -n "$RELAY_PID" ] && stop_pid "$RELAY_PID"
-    [ -n "$SERVER_PID" ] && stop_pid "$SERVER_PID"
-    [ -n "${TANSU_PID:-}" ] && stop_pid "$TANSU_PID"
+    if [ -n "$RELAY_PID" ]; then stop_pid "$RELAY_PID"; fi
+    if [ -n "$SERVER_PID" ]; then stop_pid "$SERVER_PID"; fi
+    if [ -n "${TANSU_PID:-}" ]; then stop_pid "$TANSU_PID"; fi
 }
 trap cleanup EXIT
 
