@@ -62,6 +62,19 @@ pub enum Command {
         #[arg(long)]
         snapshot: Option<i64>,
     },
+    /// Remove a tag (the snapshot it pointed at stays).
+    Untag { table: String, name: String },
+    /// Make any snapshot of the table current, also one outside the current lineage (e.g.
+    /// to undo a rollback).
+    SetCurrent {
+        table: String,
+        #[arg(long)]
+        snapshot: i64,
+    },
+    /// Forget old snapshots (metadata only: data files are not deleted).
+    Expire(ExpireArgs),
+    /// List the configured gold models in the order `transform gold all` runs them.
+    Models,
     /// Recompute silver tables from bronze, or gold models from silver.
     #[command(subcommand)]
     Transform(TransformCommand),
@@ -211,6 +224,36 @@ pub struct RollbackArgs {
     pub to_time: Option<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct ExpireArgs {
+    pub table: String,
+    /// Expire snapshots committed before this: an RFC 3339 time, or an age such as `7d`,
+    /// `36h` or `90m` (counted back from now).
+    #[arg(long)]
+    pub older_than: String,
+    /// Always keep this many of the newest snapshots of `main` (refs keep theirs too).
+    #[arg(long, default_value_t = 1)]
+    pub retain_last: usize,
+}
+
+/// `--older-than`: an RFC 3339 time, or an age (`7d`, `36h`, `90m`, `30s`) before `now_ms`,
+/// as milliseconds since the epoch. Pure.
+pub fn older_than_ms(text: &str, now_ms: i64) -> Result<i64, String> {
+    if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(time.timestamp_millis());
+    }
+    let age = match text.strip_suffix('d') {
+        Some(days) => days
+            .parse::<u64>()
+            .map(|days| std::time::Duration::from_secs(days * 86_400))
+            .map_err(|_| format!("`{text}` is neither an RFC 3339 time nor an age like 7d or 36h")),
+        None => firn_catalog::config::parse_duration(text)
+            .map_err(|_| format!("`{text}` is neither an RFC 3339 time nor an age like 7d or 36h")),
+    }?;
+    let age_ms = i64::try_from(age.as_millis()).map_err(|_| format!("`{text}` is too long ago"))?;
+    Ok(now_ms.saturating_sub(age_ms))
+}
+
 /// Why a command failed, with the exit code it maps to.
 #[derive(Debug)]
 pub struct CommandError {
@@ -278,6 +321,7 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
     match cli.command {
         Command::Demo { dir, seed } => demo(dir, seed, cli.json).await,
         Command::Gen(args) => generate(args, cli.json).await,
+        Command::Models => models(&load_config(cli.config.as_ref())?, cli.json).await,
         command => {
             let config = load_config(cli.config.as_ref())?;
             let catalog = Catalog::connect(&config).await?;
@@ -356,10 +400,48 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
                     let outcome = catalog
                         .commit(&name, CommitRequest::new(Operation::Rollback(target)))
                         .await?;
-                    println!(
-                        "{name}: current snapshot {:?} ({:?})",
-                        outcome.current_snapshot_id, outcome.status
-                    );
+                    print_outcome(&name, &outcome, cli.json);
+                    Ok(())
+                }
+                Command::Untag { table, name: tag } => {
+                    let name = TableName::parse(&table)?;
+                    let outcome = catalog
+                        .commit(
+                            &name,
+                            CommitRequest::new(Operation::RemoveTag { name: tag }),
+                        )
+                        .await?;
+                    print_outcome(&name, &outcome, cli.json);
+                    Ok(())
+                }
+                Command::SetCurrent { table, snapshot } => {
+                    let name = TableName::parse(&table)?;
+                    let outcome = catalog
+                        .commit(
+                            &name,
+                            CommitRequest::new(Operation::SetCurrentSnapshot {
+                                snapshot_id: snapshot,
+                            }),
+                        )
+                        .await?;
+                    print_outcome(&name, &outcome, cli.json);
+                    Ok(())
+                }
+                Command::Expire(args) => {
+                    let name = TableName::parse(&args.table)?;
+                    let older_than_ms =
+                        older_than_ms(&args.older_than, chrono::Utc::now().timestamp_millis())
+                            .map_err(|err| bad_input(format!("--older-than: {err}")))?;
+                    let outcome = catalog
+                        .commit(
+                            &name,
+                            CommitRequest::new(Operation::ExpireSnapshots {
+                                older_than_ms,
+                                retain_last: args.retain_last,
+                            }),
+                        )
+                        .await?;
+                    print_outcome(&name, &outcome, cli.json);
                     Ok(())
                 }
                 Command::Tag {
@@ -383,7 +465,9 @@ pub async fn run(cli: Cli) -> Result<(), CommandError> {
                 Command::Transform(command) => {
                     transform(&catalog, &config, command, cli.json).await
                 }
-                Command::Demo { .. } | Command::Gen(_) => unreachable!("handled above"),
+                Command::Demo { .. } | Command::Gen(_) | Command::Models => {
+                    unreachable!("handled above")
+                }
             }
         }
     }
@@ -666,6 +750,59 @@ async fn transform_gold(
     Ok(())
 }
 
+/// `firn models`: the configured gold models in run order (reads their SQL, no catalog).
+async fn models(config: &PipelineConfig, json: bool) -> Result<(), CommandError> {
+    #[derive(serde::Serialize)]
+    struct Model<'a> {
+        name: &'a str,
+        key: &'a [String],
+        partition_by: &'a [String],
+        relay: bool,
+        inputs: &'a [String],
+        sql: String,
+    }
+    let loaded = firn_transforms::gold_run::load_models(config)
+        .await
+        .map_err(IngestError::from)?;
+    let ordered = firn_transforms::run_order(&loaded).map_err(IngestError::from)?;
+    let rows: Vec<Model> = ordered
+        .iter()
+        .map(|model| {
+            let configured = config
+                .gold
+                .iter()
+                .find(|c| c.name == model.name)
+                .expect("loaded from the configuration");
+            Model {
+                name: &model.name,
+                key: &model.key,
+                partition_by: &model.partition_by,
+                relay: model.relay,
+                inputs: &model.inputs,
+                sql: firn_transforms::gold::model_sql_path(&config.base_dir, configured)
+                    .display()
+                    .to_string(),
+            }
+        })
+        .collect();
+    if json {
+        print_json(&rows);
+    } else {
+        for model in &rows {
+            println!(
+                "gold.{}  key ({})  partition by ({})  reads {}{}  sql {}",
+                model.name,
+                model.key.join(", "),
+                model.partition_by.join(", "),
+                model.inputs.join(", "),
+                if model.relay { "  relayed" } else { "" },
+                model.sql
+            );
+        }
+    }
+    Ok(())
+}
+
 fn print_outcome(name: &TableName, outcome: &firn_catalog::CommitOutcome, json: bool) {
     let status = format!("{:?}", outcome.status);
     if json {
@@ -899,4 +1036,28 @@ fn print_demo(report: &DemoReport) {
         "  from pyiceberg.catalog.sql import SqlCatalog\n  cat = SqlCatalog(\"firn\", uri=\"sqlite:///{}/catalog.db\", warehouse=\"file://{}\")\n  cat.load_table(\"bronze.orders\").scan().to_arrow().num_rows",
         report.warehouse, report.warehouse
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::older_than_ms;
+
+    #[test]
+    fn older_than_takes_a_time_or_an_age() {
+        let now = 1_700_000_000_000;
+        assert_eq!(
+            older_than_ms("2023-11-14T22:13:20Z", now),
+            Ok(1_700_000_000_000)
+        );
+        assert_eq!(older_than_ms("7d", now), Ok(now - 7 * 86_400_000));
+        assert_eq!(older_than_ms("36h", now), Ok(now - 36 * 3_600_000));
+        assert_eq!(older_than_ms("90m", now), Ok(now - 90 * 60_000));
+        for bad in ["last week", "7 days", "-1d", ""] {
+            let err = older_than_ms(bad, now).unwrap_err();
+            assert!(
+                err.contains("neither an RFC 3339 time nor an age"),
+                "{bad}: {err}"
+            );
+        }
+    }
 }

@@ -346,6 +346,24 @@ pub fn firn_binary() -> PathBuf {
     firn
 }
 
+/// Runs `firn --config <config> --json <args>` (without `FIRN_CONFIG` or a catalog override
+/// from the environment): its exit code, its stdout as JSON (`Null` when it is not JSON) and
+/// its stderr.
+pub fn run_firn_json(config: &Path, args: &[&str]) -> (Option<i32>, Value, String) {
+    let output = Command::new(firn_binary())
+        .arg("--config")
+        .arg(config)
+        .arg("--json")
+        .args(args)
+        .env_remove("FIRN_CONFIG")
+        .env_remove("FIRN_CATALOG__URI")
+        .output()
+        .expect("run firn");
+    let report = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    (output.status.code(), report, stderr)
+}
+
 /// Bronze rows per table, and how many of them repeat a (topic, partition, offset) already
 /// seen, read by pyiceberg.
 pub fn bronze_rows_and_repeats(lake: &Lake, tables: &[&str]) -> (BTreeMap<String, u64>, u64) {

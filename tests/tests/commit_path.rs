@@ -763,3 +763,128 @@ async fn unreachable_catalog_and_bad_names_give_clear_errors() {
     let err = lake.catalog.load_table(&missing).await.unwrap_err();
     assert_eq!(err.to_string(), "table `gold.nothing` does not exist");
 }
+
+/// The table commands of the `firn` binary: tag, rollback, set-current, untag and expire
+/// commit through the commit path and print the outcome as JSON; bad arguments exit 2 with
+/// the argument named; `models` lists the gold models in run order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_table_commands_of_the_cli_commit_and_report() {
+    let lake = Lake::sqlite().await;
+    let spec = orders_spec("orders");
+    lake.catalog.create_table(&spec).await.unwrap();
+    let s1 = append(&lake.catalog, &spec.name, &[(1, "acme", 1, 100)]).await;
+    let s2 = append(&lake.catalog, &spec.name, &[(2, "acme", 1, 100)]).await;
+    let s3 = append(&lake.catalog, &spec.name, &[(3, "acme", 1, 100)]).await;
+    let table = spec.name.to_string();
+    // The lake's own configuration: every default, relative to its directory.
+    let config = lake.dir.path().join("firn.toml");
+    std::fs::write(&config, "").unwrap();
+    let firn = |args: &[&str]| firn_tests::run_firn_json(&config, args);
+    let current = |report: &serde_json::Value| report["current_snapshot_id"].as_i64();
+
+    let (code, report, err) = firn(&["tag", &table, "keep", "--snapshot", &s2.to_string()]);
+    assert_eq!(
+        (code, report["status"].as_str()),
+        (Some(0), Some("Committed")),
+        "{report} {err}"
+    );
+    let (code, report, err) = firn(&["rollback", &table, "--to-snapshot", &s1.to_string()]);
+    assert_eq!(
+        (code, current(&report)),
+        (Some(0), Some(s1)),
+        "{report} {err}"
+    );
+    assert_eq!(pyiceberg_count(&lake, &table, &[]), 1);
+    // s3 is no longer an ancestor of the current snapshot: only set-current reaches it.
+    let (code, _, err) = firn(&["rollback", &table, "--to-snapshot", &s3.to_string()]);
+    assert_eq!(code, Some(2), "{err}");
+    let (code, report, err) = firn(&["set-current", &table, "--snapshot", &s3.to_string()]);
+    assert_eq!(
+        (code, current(&report)),
+        (Some(0), Some(s3)),
+        "{report} {err}"
+    );
+    assert_eq!(pyiceberg_count(&lake, &table, &[]), 3);
+    let (code, _, err) = firn(&["set-current", &table, "--snapshot", "12345"]);
+    assert_eq!(code, Some(2), "an unknown snapshot is bad input: {err}");
+
+    // The tag keeps s2 through an expiry; once removed, only the newest snapshot stays.
+    let future = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let expire = [
+        "expire",
+        &table,
+        "--older-than",
+        &future,
+        "--retain-last",
+        "1",
+    ];
+    let (code, report, err) = firn(&expire);
+    assert_eq!(code, Some(0), "{report} {err}");
+    let kept = |lake: &Lake| -> Vec<i64> {
+        let described = lake.pyiceberg(&["describe", &table]);
+        described["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["snapshot_id"].as_i64().unwrap())
+            .collect()
+    };
+    let mut expected = vec![s2, s3];
+    let mut found = kept(&lake);
+    found.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(found, expected);
+    let (code, report, err) = firn(&["untag", &table, "keep"]);
+    assert_eq!(
+        (code, current(&report)),
+        (Some(0), Some(s3)),
+        "{report} {err}"
+    );
+    assert!(
+        lake.pyiceberg(&["describe", &table])["refs"]
+            .get("keep")
+            .is_none()
+    );
+    let (code, _, err) = firn(&expire);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(kept(&lake), vec![s3]);
+    assert_eq!(pyiceberg_count(&lake, &table, &[]), 3);
+    let (code, _, err) = firn(&["expire", &table, "--older-than", "last week"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--older-than"), "{err}");
+
+    // `models` reads the configuration and the SQL files, not the catalog.
+    let models = lake.dir.path().join("models.toml");
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/firn.example.toml"),
+        &models,
+    )
+    .unwrap();
+    firn_tests::relay_harness::copy_gold_sql(lake.dir.path());
+    let (code, listed, err) = firn_tests::run_firn_json(&models, &["models"]);
+    assert_eq!(code, Some(0), "{err}");
+    let names: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["order_facts", "daily_revenue", "customer_ltv"],
+        "{listed}"
+    );
+    assert_eq!(listed[0]["relay"], true);
+    assert_eq!(
+        listed[0]["inputs"],
+        serde_json::json!(["silver.order_items", "silver.orders"]),
+        "{listed}"
+    );
+    assert!(
+        listed[1]["inputs"]
+            .as_array()
+            .unwrap()
+            .contains(&"gold.order_facts".into()),
+        "{listed}"
+    );
+}
