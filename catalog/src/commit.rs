@@ -20,7 +20,7 @@
 //! Nothing is visible to readers until the swap succeeds. After a successful swap the
 //! returned table is built from the metadata just written, not read back.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -286,6 +286,19 @@ impl Catalog {
                 .await;
             match swap {
                 Ok(SwapResult::Swapped) => {
+                    if delete_after_commit(table.metadata().properties()) {
+                        for file in dropped_metadata_files(
+                            table.metadata(),
+                            &base_location,
+                            &new_metadata,
+                            &new_location,
+                        ) {
+                            // Best effort: a file left behind is only storage.
+                            if let Err(err) = self.file_io.delete(&file).await {
+                                tracing::warn!(table = %name, file, error = %err, "cannot delete an old metadata file");
+                            }
+                        }
+                    }
                     // The pointer now names the file just written, whose content is
                     // `new_metadata`: no need to read it back.
                     let table = self.table_from(name, new_metadata, new_location)?;
@@ -674,10 +687,45 @@ async fn plan(
     Ok(Some(plan))
 }
 
-/// Snapshots older than the cutoff that nothing keeps alive.
-fn expirable_snapshots(table: &Table, older_than_ms: i64, retain_last: usize) -> Vec<i64> {
+/// Table property: delete the metadata files that fall out of the metadata log
+/// (`write.metadata.previous-versions-max` long) after each commit, as Iceberg Java does.
+pub const DELETE_METADATA_AFTER_COMMIT: &str = "write.metadata.delete-after-commit.enabled";
+
+fn delete_after_commit(properties: &HashMap<String, String>) -> bool {
+    properties
+        .get(DELETE_METADATA_AFTER_COMMIT)
+        .is_some_and(|value| value.eq_ignore_ascii_case("true"))
+}
+
+/// The metadata files the previous version knew (its log and itself) that the new version
+/// no longer lists: nothing refers to them any more. Pure.
+fn dropped_metadata_files(
+    previous: &TableMetadata,
+    previous_location: &str,
+    new: &TableMetadata,
+    new_location: &str,
+) -> Vec<String> {
+    let kept: HashSet<&str> = new
+        .metadata_log()
+        .iter()
+        .map(|entry| entry.metadata_file.as_str())
+        .chain([new_location])
+        .collect();
+    previous
+        .metadata_log()
+        .iter()
+        .map(|entry| entry.metadata_file.as_str())
+        .chain([previous_location])
+        .filter(|file| !kept.contains(file))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Snapshots older than the cutoff that nothing keeps alive: what
+/// [`Operation::ExpireSnapshots`] with the same arguments would remove. Pure.
+pub fn expirable_snapshots(table: &Table, older_than_ms: i64, retain_last: usize) -> Vec<i64> {
     let metadata_ref = table.metadata_ref();
-    let mut keep: std::collections::HashSet<i64> = history::main_lineage(&metadata_ref)
+    let mut keep: HashSet<i64> = history::main_lineage(&metadata_ref)
         .iter()
         .take(retain_last.max(1))
         .map(|s| s.snapshot_id())

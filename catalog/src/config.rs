@@ -285,6 +285,14 @@ pub struct CommitPolicy {
     /// Parquet file size at which a writer rolls to a new file.
     #[serde(default = "default_target_file_size", deserialize_with = "de_bytes")]
     pub target_file_size: u64,
+    /// Bronze snapshots older than this are expired by ingest (metadata only; the newest
+    /// ones and tagged ones stay): every commit rewrites the table metadata, which would
+    /// otherwise grow by one snapshot per commit forever.
+    #[serde(
+        default = "default_snapshot_retention",
+        deserialize_with = "de_duration"
+    )]
+    pub snapshot_retention: Duration,
 }
 
 fn default_commit_interval() -> Duration {
@@ -301,6 +309,12 @@ fn default_max_bytes() -> u64 {
 fn default_target_file_size() -> u64 {
     128 * 1024 * 1024
 }
+fn default_snapshot_retention() -> Duration {
+    // Long enough for an hourly silver run to stay incremental (its base bronze snapshot
+    // must still exist), short enough to keep the metadata of a table committed every few
+    // seconds in the low megabytes.
+    Duration::from_secs(6 * 3600)
+}
 
 impl Default for CommitPolicy {
     fn default() -> Self {
@@ -309,6 +323,7 @@ impl Default for CommitPolicy {
             max_records: default_max_records(),
             max_bytes: default_max_bytes(),
             target_file_size: default_target_file_size(),
+            snapshot_retention: default_snapshot_retention(),
         }
     }
 }
@@ -966,6 +981,12 @@ impl PipelineConfig {
                 "must be at least 1MiB",
             ));
         }
+        if commit.snapshot_retention < Duration::from_secs(60) {
+            return Err(CatalogError::config(
+                "commit.snapshot-retention",
+                "must be at least 1m",
+            ));
+        }
         Ok(())
     }
 
@@ -1216,15 +1237,16 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     let (number, unit) = text.split_at(split);
     let value: f64 = number
         .parse()
-        .map_err(|_| format!("`{text}` is not a duration like 500ms, 10s, 5m or 1h"))?;
+        .map_err(|_| format!("`{text}` is not a duration like 500ms, 10s, 5m, 1h or 7d"))?;
     let seconds = match unit.trim() {
         "ms" => value / 1000.0,
         "" | "s" => value,
         "m" | "min" => value * 60.0,
         "h" => value * 3600.0,
+        "d" => value * 86_400.0,
         other => return Err(format!("unknown duration unit `{other}` in `{text}`")),
     };
-    Ok(Duration::from_secs_f64(seconds))
+    Duration::try_from_secs_f64(seconds).map_err(|_| format!("`{text}` is too long a duration"))
 }
 
 /// Parses `1048576`, `512KiB`, `64MiB`, `1GiB`, `10MB`.
@@ -1458,6 +1480,14 @@ mod tests {
         let cases = [
             ("[commit]\ninterval = '500ms'\n", "commit.interval"),
             ("[commit]\ninterval = 'soon'\n", "commit.interval"),
+            (
+                "[commit]\nsnapshot-retention = '30s'\n",
+                "commit.snapshot-retention",
+            ),
+            (
+                "[commit]\nsnapshot-retention = '99999999999999999999d'\n",
+                "commit.snapshot-retention",
+            ),
             ("[warehouse]\nuri = 'gs://bucket'\n", "warehouse.uri"),
             ("[catalog]\nuri = 'mysql://x'\n", "catalog.uri"),
             (
@@ -1609,6 +1639,10 @@ mod tests {
     fn durations_and_sizes_parse() {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
+        assert_eq!(
+            parse_duration("2d").unwrap(),
+            Duration::from_secs(2 * 86_400)
+        );
         assert_eq!(parse_bytes("64MiB").unwrap(), 64 << 20);
         assert!(parse_bytes("12XB").is_err());
     }

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use iceberg::spec::{
     DataContentType, DataFile, FormatVersion, ManifestContentType, ManifestFile,
-    ManifestListWriter, ManifestWriter, ManifestWriterBuilder, Operation, Snapshot,
+    ManifestListWriter, ManifestWriter, ManifestWriterBuilder, Operation, PartitionSpec, Snapshot,
     SnapshotSummaryCollector, Struct, Summary,
 };
 use iceberg::table::Table;
@@ -109,26 +109,27 @@ pub(crate) async fn produce_snapshot(
     let mut collector = SnapshotSummaryCollector::default();
     let mut manifests: Vec<ManifestFile> = Vec::new();
     let mut manifest_counter = 0u32;
-    let mut next_manifest_path = || {
+    // A writer for this snapshot's next manifest, for files of `manifest_spec`.
+    let mut new_manifest = |manifest_spec: &PartitionSpec| -> Result<ManifestWriter> {
         manifest_counter += 1;
-        format!(
-            "{}/metadata/{commit_uuid}-m{manifest_counter}.avro",
-            metadata.location()
-        )
-    };
-
-    if !added.is_empty() {
         let output = table
             .file_io()
-            .new_output(next_manifest_path())
+            .new_output(format!(
+                "{}/metadata/{commit_uuid}-m{manifest_counter}.avro",
+                metadata.location()
+            ))
             .map_err(io_error("create manifest"))?;
-        let mut writer = ManifestWriterBuilder::new(
+        Ok(ManifestWriterBuilder::new(
             output,
             Some(snapshot_id),
             schema.clone(),
-            spec.as_ref().clone(),
+            manifest_spec.clone(),
         )
-        .build_v2_data();
+        .build_v2_data())
+    };
+
+    if !added.is_empty() {
+        let mut writer = new_manifest(&spec)?;
         for file in added {
             collector.add_file(file, schema.clone(), spec.clone());
             // -1: the sequence number is inherited from the manifest list at read time.
@@ -184,17 +185,7 @@ pub(crate) async fn produce_snapshot(
                 .partition_spec_by_id(manifest_file.partition_spec_id)
                 .cloned()
                 .unwrap_or_else(|| spec.clone());
-            let output = table
-                .file_io()
-                .new_output(next_manifest_path())
-                .map_err(io_error("create manifest"))?;
-            let mut writer: ManifestWriter = ManifestWriterBuilder::new(
-                output,
-                Some(snapshot_id),
-                schema.clone(),
-                manifest_spec.as_ref().clone(),
-            )
-            .build_v2_data();
+            let mut writer = new_manifest(&manifest_spec)?;
             for entry in manifest.entries() {
                 if !entry.is_alive() {
                     continue;
@@ -224,6 +215,51 @@ pub(crate) async fn produce_snapshot(
                     .await
                     .map_err(io_error("write manifest"))?,
             );
+        }
+    }
+
+    if scope.is_none() {
+        let candidates = manifests
+            .iter()
+            .skip(usize::from(!added.is_empty()))
+            .filter(|m| {
+                m.content == ManifestContentType::Data && m.partition_spec_id == spec.spec_id()
+            })
+            .count();
+        if merge_min_count(metadata.properties()).is_some_and(|min| candidates >= min) {
+            let mut writer = new_manifest(&spec)?;
+            let mut kept = Vec::with_capacity(manifests.len() - candidates + 1);
+            for (index, manifest_file) in manifests.into_iter().enumerate() {
+                let is_new = index == 0 && !added.is_empty();
+                if is_new
+                    || manifest_file.content != ManifestContentType::Data
+                    || manifest_file.partition_spec_id != spec.spec_id()
+                {
+                    kept.push(manifest_file);
+                    continue;
+                }
+                let manifest = manifest_file
+                    .load_manifest(table.file_io())
+                    .await
+                    .map_err(io_error("read manifest"))?;
+                for entry in manifest.entries().iter().filter(|entry| entry.is_alive()) {
+                    writer
+                        .add_existing_file(
+                            entry.data_file().clone(),
+                            entry.snapshot_id().unwrap_or(snapshot_id),
+                            entry.sequence_number().unwrap_or(0),
+                            entry.file_sequence_number,
+                        )
+                        .map_err(io_error("write manifest"))?;
+                }
+            }
+            kept.push(
+                writer
+                    .write_manifest_file()
+                    .await
+                    .map_err(io_error("write manifest"))?,
+            );
+            manifests = kept;
         }
     }
 
@@ -273,6 +309,30 @@ pub(crate) async fn produce_snapshot(
             additional_properties: summary_properties,
         })
         .build())
+}
+
+/// Table property: the number of data manifests at which an append merges them into one.
+pub const MANIFEST_MERGE_MIN_COUNT: &str = "commit.manifest.min-count-to-merge";
+/// Table property: whether appends merge manifests at all.
+pub const MANIFEST_MERGE_ENABLED: &str = "commit.manifest-merge.enabled";
+
+/// How many data manifests of the current spec an append lets pile up before it rewrites
+/// them into one (Iceberg Java's defaults: enabled, 100); `None` when merging is off. Each
+/// append adds a manifest, so a table committed every few seconds would otherwise make every
+/// later commit and every scan read thousands. Pure.
+fn merge_min_count(properties: &HashMap<String, String>) -> Option<usize> {
+    if properties
+        .get(MANIFEST_MERGE_ENABLED)
+        .is_some_and(|v| v.eq_ignore_ascii_case("false"))
+    {
+        return None;
+    }
+    let min = properties
+        .get(MANIFEST_MERGE_MIN_COUNT)
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(100);
+    // One manifest left alone is already merged.
+    Some(min.max(2))
 }
 
 /// Rolls `total-*` forward: parent total + added - removed. Without a parent total the

@@ -110,7 +110,8 @@ pub struct TableSpec {
     pub properties: HashMap<String, String>,
 }
 
-/// Default table properties: Parquet with zstd, metadata log kept bounded.
+/// Default table properties: Parquet with zstd, metadata log kept bounded and the metadata
+/// files that leave it deleted.
 fn default_properties() -> HashMap<String, String> {
     HashMap::from([
         ("write.format.default".to_string(), "parquet".to_string()),
@@ -121,6 +122,10 @@ fn default_properties() -> HashMap<String, String> {
         (
             "write.metadata.previous-versions-max".to_string(),
             "100".to_string(),
+        ),
+        (
+            crate::commit::DELETE_METADATA_AFTER_COMMIT.to_string(),
+            "true".to_string(),
         ),
         ("firn.managed".to_string(), "true".to_string()),
     ])

@@ -242,14 +242,8 @@ pub fn older_than_ms(text: &str, now_ms: i64) -> Result<i64, String> {
     if let Ok(time) = chrono::DateTime::parse_from_rfc3339(text) {
         return Ok(time.timestamp_millis());
     }
-    let age = match text.strip_suffix('d') {
-        Some(days) => days
-            .parse::<u64>()
-            .map(|days| std::time::Duration::from_secs(days * 86_400))
-            .map_err(|_| format!("`{text}` is neither an RFC 3339 time nor an age like 7d or 36h")),
-        None => firn_catalog::config::parse_duration(text)
-            .map_err(|_| format!("`{text}` is neither an RFC 3339 time nor an age like 7d or 36h")),
-    }?;
+    let age = firn_catalog::config::parse_duration(text)
+        .map_err(|_| format!("`{text}` is neither an RFC 3339 time nor an age like 7d or 36h"))?;
     let age_ms = i64::try_from(age.as_millis()).map_err(|_| format!("`{text}` is too long ago"))?;
     Ok(now_ms.saturating_sub(age_ms))
 }

@@ -813,6 +813,7 @@ impl Ingest<'_> {
             table: table.to_string(),
             writer_id: self.options.writer_id.clone(),
             target_file_size: self.config.commit.target_file_size,
+            snapshot_retention: self.config.commit.snapshot_retention,
             rows: std::mem::take(&mut state.rows),
             dead_letters: std::mem::take(&mut state.dead_letters),
             live_marks: self.watermarks.restricted_to(&touched),
@@ -966,6 +967,7 @@ struct CommitJob {
     table: String,
     writer_id: String,
     target_file_size: u64,
+    snapshot_retention: Duration,
     rows: Vec<PendingRow>,
     dead_letters: Vec<DeadLetter>,
     touched: Vec<TopicPartition>,
@@ -1014,6 +1016,7 @@ impl CommitJob {
             table,
             writer_id,
             target_file_size,
+            snapshot_retention,
             rows: pending,
             mut dead_letters,
             touched,
@@ -1155,6 +1158,7 @@ impl CommitJob {
                 ]))
             });
         let outcome = catalog.commit(&name, request).await?;
+        let outcome = expire_old_snapshots(&catalog, &name, outcome, snapshot_retention).await;
         Ok(Committed {
             outcome: Some(outcome),
             touched,
@@ -1164,6 +1168,50 @@ impl CommitJob {
             newest_source_ts,
         })
     }
+}
+
+/// The newest snapshots of `main` an expiry always keeps (besides tagged ones).
+const RETAIN_LAST_SNAPSHOTS: usize = 10;
+
+/// After a bronze commit: expires the snapshots older than `retention` once some are a
+/// tenth of the retention past it, so a table committed every second expires in batches
+/// rather than on every commit. Metadata only (the data files stay: bronze only appends).
+/// Best effort: a failed expiry is logged and tried again after a later commit; the append
+/// it follows stays committed either way.
+async fn expire_old_snapshots(
+    catalog: &Catalog,
+    name: &TableName,
+    mut appended: firn_catalog::CommitOutcome,
+    retention: Duration,
+) -> firn_catalog::CommitOutcome {
+    let retention_ms = i64::try_from(retention.as_millis()).unwrap_or(i64::MAX);
+    let cutoff = chrono::Utc::now()
+        .timestamp_millis()
+        .saturating_sub(retention_ms);
+    let due = !firn_catalog::commit::expirable_snapshots(
+        &appended.table,
+        cutoff.saturating_sub(retention_ms / 10),
+        RETAIN_LAST_SNAPSHOTS,
+    )
+    .is_empty();
+    if !due {
+        return appended;
+    }
+    let request = CommitRequest::new(Operation::ExpireSnapshots {
+        older_than_ms: cutoff,
+        retain_last: RETAIN_LAST_SNAPSHOTS,
+    })
+    .with_base(appended.table.clone());
+    match catalog.commit(name, request).await {
+        Ok(expired) => {
+            tracing::info!(table = %name, snapshots = expired.table.metadata().snapshots().count(), "expired old snapshots");
+            appended.table = expired.table;
+        }
+        Err(err) => {
+            tracing::warn!(table = %name, error = %err, "expiring old snapshots failed; trying again after a later commit");
+        }
+    }
+    appended
 }
 
 /// Appends dead letters with the positions they cover; returns the dead-letter table's

@@ -888,3 +888,106 @@ async fn the_table_commands_of_the_cli_commit_and_report() {
         "{listed}"
     );
 }
+
+/// Appends each add a manifest; once `commit.manifest.min-count-to-merge` data manifests
+/// exist, an append rewrites them into one, so a table committed every second does not pile
+/// up manifests. Every row and data file stays, as pyiceberg reads it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn appends_merge_their_manifests() {
+    let lake = Lake::sqlite().await;
+    let mut spec = orders_spec("orders");
+    spec.properties.insert(
+        firn_catalog::snapshot::MANIFEST_MERGE_MIN_COUNT.to_string(),
+        "3".to_string(),
+    );
+    lake.catalog.create_table(&spec).await.unwrap();
+    let manifests = |table: iceberg::table::Table| async move {
+        let snapshot = table.metadata().current_snapshot().unwrap().clone();
+        let list = table.manifest_list_reader(&snapshot).load().await.unwrap();
+        list.entries().len()
+    };
+    let mut counts = Vec::new();
+    for id in 1..=8 {
+        append(&lake.catalog, &spec.name, &[(id, "acme", 1, 100)]).await;
+        counts.push(manifests(lake.catalog.load_table(&spec.name).await.unwrap()).await);
+    }
+    // 1, 2, 3 manifests; the 4th append finds 3 and merges them (new + merged = 2); ...
+    assert_eq!(counts, [1, 2, 3, 2, 3, 2, 3, 2]);
+    assert_eq!(pyiceberg_count(&lake, "silver.orders", &[]), 8);
+    let table = lake.catalog.load_table(&spec.name).await.unwrap();
+    let summary = &table
+        .metadata()
+        .current_snapshot()
+        .unwrap()
+        .summary()
+        .additional_properties;
+    assert_eq!(summary["total-data-files"], "8");
+    assert_eq!(summary["total-records"], "8");
+    // Time travel to a snapshot before a merge still reads its own manifests.
+    let first = history::main_lineage(&table.metadata_ref())
+        .last()
+        .unwrap()
+        .snapshot_id();
+    assert_eq!(
+        pyiceberg_count(
+            &lake,
+            "silver.orders",
+            &["--snapshot-id", &first.to_string()]
+        ),
+        1
+    );
+}
+
+/// Every commit writes a metadata file; the ones that leave the metadata log
+/// (`write.metadata.previous-versions-max`, 3 here) are deleted, so a table committed every
+/// few seconds does not fill storage with old versions. Readers see every row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_files_that_leave_the_log_are_deleted() {
+    let lake = Lake::sqlite().await;
+    let mut spec = orders_spec("orders");
+    spec.properties.insert(
+        "write.metadata.previous-versions-max".to_string(),
+        "3".to_string(),
+    );
+    let (created, _) = lake.catalog.create_table(&spec).await.unwrap();
+    let location = created
+        .metadata()
+        .location()
+        .trim_start_matches("file://")
+        .to_string();
+    let metadata_files = || -> Vec<String> {
+        let mut files: Vec<String> = std::fs::read_dir(format!("{location}/metadata"))
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().to_string_lossy().to_string())
+            .filter(|name| name.ends_with(".metadata.json"))
+            .collect();
+        files.sort();
+        files
+    };
+    for id in 1..=6 {
+        append(&lake.catalog, &spec.name, &[(id, "acme", 1, 100)]).await;
+    }
+    let table = lake.catalog.load_table(&spec.name).await.unwrap();
+    let logged: Vec<String> = table
+        .metadata()
+        .metadata_log()
+        .iter()
+        .map(|entry| entry.metadata_file.rsplit('/').next().unwrap().to_string())
+        .chain([table
+            .metadata_location()
+            .unwrap()
+            .rsplit('/')
+            .next()
+            .unwrap()
+            .to_string()])
+        .collect();
+    assert_eq!(logged.len(), 4, "{logged:?}");
+    let mut expected = logged.clone();
+    expected.sort();
+    assert_eq!(
+        metadata_files(),
+        expected,
+        "seven versions written, four kept"
+    );
+    assert_eq!(pyiceberg_count(&lake, "silver.orders", &[]), 6);
+}

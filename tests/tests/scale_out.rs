@@ -73,6 +73,51 @@ impl Service {
     }
 }
 
+/// A service-mode ingest setup: a lake with the example config and `env`, its catalog
+/// initialised, a mock cluster with `generator`'s topics (2 partitions each, still empty)
+/// and the generator.
+struct ServiceSetup {
+    lake: Lake,
+    config: PipelineConfig,
+    catalog: Catalog,
+    _cluster: rdkafka::mocking::MockCluster<'static, DefaultProducerContext>,
+    brokers: String,
+    generator: Generator,
+}
+
+impl ServiceSetup {
+    async fn new(env: &[(&str, &str)], generator: &GeneratorConfig) -> ServiceSetup {
+        let lake = Lake::sqlite().await;
+        let config = lake_config(&lake, env);
+        let catalog = Catalog::connect(&config).await.unwrap();
+        catalog.init(&config).await.unwrap();
+        let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
+        let brokers = cluster.bootstrap_servers();
+        let generator = Generator::new(generator).unwrap();
+        for topic in generator.topics() {
+            cluster.create_topic(&topic, 2, 1).unwrap();
+        }
+        ServiceSetup {
+            lake,
+            config,
+            catalog,
+            _cluster: cluster,
+            brokers,
+            generator,
+        }
+    }
+}
+
+/// Produces `messages` to the setup's topics (2 partitions each).
+async fn produce(
+    brokers: &str,
+    messages: impl Iterator<Item = firn_ingest::generator::CdcMessage>,
+) {
+    produce_to_kafka(brokers, &Default::default(), 2, messages, |_| {})
+        .await
+        .unwrap();
+}
+
 /// Expected bronze rows per table (distinct change events over all tenants).
 fn expected_per_table(generator: &Generator) -> BTreeMap<String, u64> {
     let mut out = BTreeMap::new();
@@ -425,37 +470,27 @@ async fn oversized_messages_are_dead_lettered_with_their_headers() {
 /// once it is back, it catches up with every event once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_table_does_not_stall_the_others() {
-    let lake = Lake::sqlite().await;
-    let config = lake_config(
-        &lake,
+    let ServiceSetup {
+        lake,
+        config,
+        catalog,
+        _cluster,
+        brokers,
+        mut generator,
+    } = ServiceSetup::new(
         &[
             ("FIRN_COMMIT__INTERVAL", "1s"),
             ("FIRN_KAFKA__ASSIGNMENT", "static"),
         ],
-    );
-    let catalog = Catalog::connect(&config).await.unwrap();
-    catalog.init(&config).await.unwrap();
-    let cluster = rdkafka::mocking::MockCluster::new(1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    let mut generator = Generator::new(&GeneratorConfig {
-        orders: 80,
-        customers: 40,
-        ..GeneratorConfig::default()
-    })
-    .unwrap();
-    for topic in generator.topics() {
-        cluster.create_topic(&topic, 2, 1).unwrap();
-    }
-    // The first part of the stream lands in every table.
-    produce_to_kafka(
-        &brokers,
-        &Default::default(),
-        2,
-        generator.by_ref().take(300),
-        |_| {},
+        &GeneratorConfig {
+            orders: 80,
+            customers: 40,
+            ..GeneratorConfig::default()
+        },
     )
-    .await
-    .unwrap();
+    .await;
+    // The first part of the stream lands in every table.
+    produce(&brokers, generator.by_ref().take(300)).await;
     let service = Service::start(
         &catalog,
         &config,
@@ -506,9 +541,7 @@ async fn a_failing_table_does_not_stall_the_others() {
     assert!(location.ends_with(".metadata.json"), "{saved}");
     sql("delete from iceberg_tables where table_namespace='bronze' and table_name='customers'");
     // The rest of the stream: customers cannot commit, the others must.
-    produce_to_kafka(&brokers, &Default::default(), 2, generator.by_ref(), |_| {})
-        .await
-        .unwrap();
+    produce(&brokers, generator.by_ref()).await;
     let expected = expected_per_table(&generator);
 
     let others: BTreeMap<String, u64> = expected
@@ -544,6 +577,103 @@ async fn a_failing_table_does_not_stall_the_others() {
     assert_eq!(rows, expected);
     assert_eq!(repeats, 0);
     assert!(report.tables["bronze.customers"].failed_commits > 0);
+}
+
+/// A service committing every second expires bronze snapshots older than
+/// `commit.snapshot-retention` (1 minute here, the least allowed): the first snapshots are
+/// gone from the metadata after a minute and a half of commits, while every event is still
+/// in bronze exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_bronze_snapshots_are_expired_and_nothing_is_lost() {
+    // `RUST_LOG=firn_ingest=info` shows the commits and expiries when it fails.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    // More events than the trickling below takes, all with their schemas: in a trickled
+    // mixed stream, which tenant's events arrive first decides the column types, and later
+    // ones of the other kind are dead-lettered.
+    let ServiceSetup {
+        lake,
+        config,
+        catalog,
+        _cluster,
+        brokers,
+        mut generator,
+    } = ServiceSetup::new(
+        &[
+            ("FIRN_COMMIT__INTERVAL", "1s"),
+            ("FIRN_COMMIT__SNAPSHOT_RETENTION", "1m"),
+            ("FIRN_KAFKA__ASSIGNMENT", "static"),
+        ],
+        &GeneratorConfig {
+            orders: 1000,
+            customers: 300,
+            schemas: firn_ingest::generator::SchemaMode::With,
+            ..GeneratorConfig::default()
+        },
+    )
+    .await;
+    let service = Service::start(
+        &catalog,
+        &config,
+        &brokers,
+        "expiry",
+        IngestMetrics::unregistered(),
+        Health::new(),
+    );
+    let name = firn_catalog::TableName::new(firn_catalog::Tier::Bronze, "orders").unwrap();
+    let snapshot_ids = |table: &iceberg::table::Table| -> Vec<i64> {
+        table
+            .metadata()
+            .snapshots()
+            .map(|s| s.snapshot_id())
+            .collect()
+    };
+    // The customers and products come first in the stream, at once; then orders and their
+    // items trickle in until bronze.orders has committed for 80 s, more than the retention
+    // and its tenth of slack.
+    produce(&brokers, generator.by_ref().take(1500)).await;
+    let mut first: Option<(i64, Instant)> = None;
+    while first.is_none_or(|(_, seen)| seen.elapsed() < Duration::from_secs(80)) {
+        produce(&brokers, generator.by_ref().take(40)).await;
+        if first.is_none() {
+            let table = catalog.load_table(&name).await.unwrap();
+            first = table
+                .metadata()
+                .snapshots()
+                .min_by_key(|s| s.timestamp_ms())
+                .map(|s| (s.snapshot_id(), Instant::now()));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    produce(&brokers, generator.by_ref()).await;
+    let expected = expected_per_table(&generator);
+    let lake_ref = &lake;
+    let (rows, repeats) = tokio::task::block_in_place(|| {
+        wait_for_bronze(lake_ref, &expected, Duration::from_secs(60))
+    });
+    service.stop().await;
+    assert_eq!(rows, expected);
+    assert_eq!(repeats, 0);
+    let (first, _) = first.expect("bronze.orders committed");
+    let table = catalog.load_table(&name).await.unwrap();
+    let kept = snapshot_ids(&table);
+    assert!(
+        !kept.contains(&first),
+        "the first snapshot was expired: {kept:?}"
+    );
+    let cutoff = chrono::Utc::now().timestamp_millis() - 100_000;
+    let oldest = table
+        .metadata()
+        .snapshots()
+        .map(|s| s.timestamp_ms())
+        .min()
+        .unwrap();
+    assert!(
+        oldest > cutoff,
+        "no snapshot is much older than the retention"
+    );
 }
 
 /// `firn ingest` killed with SIGKILL at random points (seeded, so a failure replays), then
