@@ -1108,18 +1108,21 @@ impl CommitJob {
 
         let mut new_dead_letter_positions = None;
         if !dead_letters.is_empty() {
-            new_dead_letter_positions = Some(
-                commit_dead_letters(
-                    &catalog,
-                    target_file_size,
-                    &writer_id,
-                    &dead_letters,
-                    &touched,
-                    &dead_letter_committed,
-                    &reached,
-                )
-                .await?,
-            );
+            let committed = commit_dead_letters(
+                &catalog,
+                target_file_size,
+                &writer_id,
+                &dead_letters,
+                &touched,
+                &dead_letter_committed,
+                &reached,
+            )
+            .await?;
+            let dead_letter_table = TableName::new(Tier::Bronze, DEAD_LETTER_TABLE)?;
+            let committed =
+                expire_old_snapshots(&catalog, &dead_letter_table, committed, snapshot_retention)
+                    .await;
+            new_dead_letter_positions = Some(committed_offsets(&committed.table));
             tracing::warn!(table = %name, count = dead_letters.len(), "records dead-lettered");
         }
 
@@ -1214,8 +1217,8 @@ async fn expire_old_snapshots(
     appended
 }
 
-/// Appends dead letters with the positions they cover; returns the dead-letter table's
-/// positions after the commit.
+/// Appends dead letters with the positions they cover (the table's positions after the
+/// commit are in the returned table).
 async fn commit_dead_letters(
     catalog: &Catalog,
     target_file_size: u64,
@@ -1224,7 +1227,7 @@ async fn commit_dead_letters(
     touched: &[TopicPartition],
     known: &KafkaOffsets,
     reached: &KafkaOffsets,
-) -> Result<KafkaOffsets, IngestError> {
+) -> Result<firn_catalog::CommitOutcome, IngestError> {
     let name = TableName::new(Tier::Bronze, DEAD_LETTER_TABLE)?;
     let table = catalog.load_table(&name).await?;
     let batch = dead_letter_batch(&firn_catalog::writer::arrow_schema_for(&table)?, letters);
@@ -1257,8 +1260,7 @@ async fn commit_dead_letters(
                 offsets.to_json(),
             )]))
         });
-    let outcome = catalog.commit(&name, request).await?;
-    Ok(committed_offsets(&outcome.table))
+    Ok(catalog.commit(&name, request).await?)
 }
 
 /// The next offsets a table's latest snapshot records (empty before the first commit).
