@@ -46,11 +46,17 @@ primary-key = ["id"]
 EOF
 "$FIRN" --config firn.toml init >/dev/null
 
-# tmon NAME CMD...: measured run; sets WALL CPU RSS from $OUT/NAME.json.
+# tmon NAME CMD...: measured run; sets WALL CPU RSS from $OUT/NAME.json. Every engine runs
+# without RUST_BACKTRACE / RUST_LIB_BACKTRACE, as a deployed firn does: with them set, std
+# captures a backtrace for every error value created, and iceberg 0.10.1's Arrow reader
+# creates several per data file and column (eager `ok_or(Error::new(..))` that succeed),
+# which cost firn 1.3-1.6 s of a 7.4 s silver rebuild on the machine of docs/benchmarks.md
+# (the unwinder serialises the threads).
 tmon() {
     local name="$1"
     shift
-    "$PY" "$repo_root/bench/treemon.py" "$OUT/$name.json" -- "$@" >"$OUT/$name.out" 2>"$OUT/$name.err" || {
+    env -u RUST_BACKTRACE -u RUST_LIB_BACKTRACE \
+        "$PY" "$repo_root/bench/treemon.py" "$OUT/$name.json" -- "$@" >"$OUT/$name.out" 2>"$OUT/$name.err" || {
         log "$name failed; stderr:"
         tail -20 "$OUT/$name.err" >&2
         return 1

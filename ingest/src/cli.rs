@@ -132,7 +132,7 @@ pub struct TransformArgs {
     /// Directory for spill files (default: the OS temporary directory).
     #[arg(long)]
     pub spill_dir: Option<PathBuf>,
-    /// Parallel partitions of scans and plans (default: the number of cores).
+    /// Parallel partitions of scans and plans (default: two per core).
     #[arg(long)]
     pub partitions: Option<usize>,
 }
