@@ -675,8 +675,14 @@ async fn refused_registry_credentials_stop_the_run_with_a_clear_error() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_registry_outage_stalls_ingestion_without_dead_letters() {
+/// 40 Avro records of `avro_types` on a mock cluster, a lake set up for them, and their
+/// (authenticated) registry, which is down.
+async fn outage_setup() -> (
+    FakeSchemaRegistry,
+    MockCluster<'static, DefaultProducerContext>,
+    String,
+    Setup,
+) {
     let registry = FakeSchemaRegistry::start_with_auth(Some((USER, PASSWORD)))
         .await
         .unwrap();
@@ -701,6 +707,12 @@ async fn a_registry_outage_stalls_ingestion_without_dead_letters() {
     produce(&brokers, &messages);
     registry.set_down(true);
     let setup = setup(TYPES_CONFIG, &registry, PASSWORD).await;
+    (registry, cluster, brokers, setup)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_outage_stalls_ingestion_without_dead_letters() {
+    let (registry, _cluster, brokers, setup) = outage_setup().await;
     let ingest = {
         let (catalog, config, brokers) =
             (setup.catalog.clone(), setup.config.clone(), brokers.clone());
@@ -735,30 +747,7 @@ async fn a_registry_outage_stalls_ingestion_without_dead_letters() {
 /// committed for the records that wait for their schema), and the next run lands them once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stop_during_a_registry_outage_ends_cleanly_and_loses_nothing() {
-    let registry = FakeSchemaRegistry::start_with_auth(Some((USER, PASSWORD)))
-        .await
-        .unwrap();
-    let cluster = MockCluster::new(1).unwrap();
-    let brokers = cluster.bootstrap_servers();
-    let topic = "cdc.acme.db.avro_types";
-    cluster.create_topic(topic, 2, 1).unwrap();
-    let (key, value) = type_encoders(&registry);
-    let messages: Vec<Message> = (1..=40)
-        .map(|id| {
-            (
-                topic.to_string(),
-                Some(key.encode(&json!({"id": id})).unwrap()),
-                Some(
-                    value
-                        .encode(&envelope("c", Value::Null, full_row(id, id.into()), id))
-                        .unwrap(),
-                ),
-            )
-        })
-        .collect();
-    produce(&brokers, &messages);
-    registry.set_down(true);
-    let setup = setup(TYPES_CONFIG, &registry, PASSWORD).await;
+    let (registry, _cluster, brokers, setup) = outage_setup().await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let ingest = {
         let (catalog, config, brokers, stop) = (
